@@ -1,0 +1,53 @@
+# The front door: every routine action is one target. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
+
+.PHONY: help venv test test-unit test-integration lint bench run token migrate clean reset openapi
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): requirements-dev.txt functions/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv with the pinned dependencies
+
+test: $(STAMP) ## run the whole test suite against a throwaway PostgreSQL
+	$(PY) -m ruff check .
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## unit tests only (no I/O)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff
+	$(PY) -m ruff check .
+
+bench: $(STAMP) ## API latency and cold-start benchmarks (results in bench/results/)
+	$(PY) bench/api_latency.py
+	$(PY) bench/cold_start.py
+
+run: $(STAMP) ## start PostgreSQL + the API with chalice local; prints the URL and a dev token
+	$(PY) -m tools.cli run
+
+token: $(STAMP) ## print a dev token (SCOPES="read write admin")
+	@$(PY) -m tools.cli dev-token --scopes "$${SCOPES:-read write admin}"
+
+migrate: $(STAMP) ## apply database migrations to DATABASE_URL
+	$(PY) -m tools.cli migrate
+
+openapi: $(STAMP) ## print the OpenAPI document
+	@$(PY) -m tools.cli openapi
+
+reset: ## stop the local database and delete its data
+	-$(PY) tools/pgcluster.py stop --data-dir .local/pg
+	rm -rf .local
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache

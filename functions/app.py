@@ -1,0 +1,33 @@
+"""The Chalice application: wiring only. Routes, rules and SQL live in chalicelib/."""
+
+from chalice import AuthResponse, Chalice
+
+from chalicelib.api import auth, routing
+from chalicelib.api.meta import ALL_ROUTES
+from chalicelib.observability import logger
+
+# Logging goes through the structured, PII-free logger only (see chalicelib/observability.py).
+app = Chalice(app_name="medical-records", configure_logs=False)
+
+
+@app.authorizer(ttl_seconds=300)
+def jwt_authorizer(auth_request):
+    try:
+        subject, scopes = auth.verify(auth_request.token)
+    except auth.Unauthenticated as exc:
+        logger.info("authentication failed", extra={"reason": str(exc)})
+        raise auth.unauthorized_error() from None
+    return AuthResponse(routes=["*"], principal_id=subject, context={"scope": scopes})
+
+
+@app.middleware("http")
+def correlate_logs(event, get_response):
+    logger.append_keys(request_id=event.context.get("requestId"))
+    try:
+        return get_response(event)
+    finally:
+        logger.remove_keys(["request_id"])
+
+
+for table in ALL_ROUTES:
+    routing.install(app, table, authorizer=jwt_authorizer)

@@ -1,0 +1,1 @@
+"""Medical records service: everything the Chalice app imports lives in this package."""

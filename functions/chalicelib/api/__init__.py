@@ -1,0 +1,1 @@
+"""HTTP adapters: parse and validate requests, call the services, render responses and problems."""

@@ -1,0 +1,255 @@
+"""A declarative route table: each route states its method, path, scope and models once.
+
+``install`` turns the table into Chalice routes (with the JWT authorizer on every non-public
+route); ``openapi.py`` turns the same table into the OpenAPI document, so the two cannot drift.
+Every handler runs inside one wrapper that authorises the scope, maps domain errors to problem
+responses, turns unexpected errors into a 500 without leaking detail, and writes one log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalice import Response
+from pydantic import ValidationError
+
+from chalicelib.api import problems
+from chalicelib.domain import models
+from chalicelib.domain.errors import DomainError, FieldError, Forbidden, ValidationFailed
+from chalicelib.domain.services import Caller, PageRequest
+from chalicelib.domain.validation import field_errors
+from chalicelib.observability import logger
+
+JSON = "application/json"
+_MAX_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    path: str
+    handler: Callable[[HttpRequest], Response]
+    summary: str
+    tag: str
+    scope: str | None                      # None: public
+    body: type[models.ApiModel] | None = None
+    response: type[models.ApiModel] | None = None
+    status: int = 200
+    query: tuple[QueryParam, ...] = ()
+    headers: tuple[str, ...] = ()          # request headers the route honours (If-Match, Idempotency-Key)
+    errors: tuple[int, ...] = ()
+    response_schema: dict[str, Any] | None = None  # for legacy shapes not modelled as classes
+    error_renderer: Callable[[DomainError], Response] | None = None  # default: problem+json
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__
+
+
+@dataclass
+class RouteTable:
+    routes: list[RouteSpec] = field(default_factory=list)
+
+    def route(self, method: str, path: str, **kwargs: Any) -> Callable:
+        def register(handler: Callable[[HttpRequest], Response]) -> Callable:
+            self.routes.append(RouteSpec(method=method, path=path, handler=handler, **kwargs))
+            return handler
+
+        return register
+
+
+PAGE_QUERY = (
+    QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "page size (default 50)"),
+    QueryParam("cursor", {"type": "string"}, "the nextCursor of the previous page"),
+)
+
+
+class HttpRequest:
+    """What a handler may read from the request, already checked."""
+
+    def __init__(self, chalice_request: Any, caller: Caller) -> None:
+        self._request = chalice_request
+        self.caller = caller
+
+    @property
+    def headers(self) -> Any:
+        return self._request.headers
+
+    @property
+    def query(self) -> dict[str, str]:
+        return self._request.query_params or {}
+
+    def path_id(self, name: str) -> int:
+        raw = (self._request.uri_params or {}).get(name, "")
+        if not raw.isdigit() or not 0 < int(raw) <= _MAX_ID:
+            raise ValidationFailed("invalid path parameter", [FieldError(name, "must be a positive integer")])
+        return int(raw)
+
+    def path_str(self, name: str) -> str:
+        return (self._request.uri_params or {}).get(name, "")
+
+    def raw_body(self) -> bytes:
+        body = self._request.raw_body
+        if not body:
+            raise ValidationFailed("a JSON request body is required")
+        return body
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object (for adapters that rename fields before validation)."""
+        try:
+            value = json.loads(self.raw_body())
+        except (ValueError, UnicodeDecodeError):
+            raise ValidationFailed("the request body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise ValidationFailed("the request body must be a JSON object")
+        return value
+
+    def model(self, model: type[models.ApiModel], data: dict[str, Any] | None = None) -> Any:
+        """Validate the body (or ``data``) into ``model``; every bad field is reported at once."""
+        try:
+            if data is None:
+                return model.model_validate_json(self.raw_body())
+            return model.model_validate_json(json.dumps(data))
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            if any(e["type"] == "json_invalid" for e in errors):
+                raise ValidationFailed("the request body is not valid JSON") from None
+            raise ValidationFailed("the request body is invalid", field_errors(exc)) from None
+
+    def page(self, max_limit: int = 100, default_limit: int = 50) -> PageRequest:
+        errors = []
+        raw_limit = self.query.get("limit")
+        limit = default_limit
+        if raw_limit is not None:
+            if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= max_limit:
+                errors.append(FieldError("limit", f"must be an integer from 1 to {max_limit}"))
+            else:
+                limit = int(raw_limit)
+        after = None
+        cursor = self.query.get("cursor")
+        if cursor:
+            after = decode_cursor(cursor)
+            if after is None:
+                errors.append(FieldError("cursor", "is not a cursor this API issued"))
+        if errors:
+            raise ValidationFailed("invalid query parameters", errors)
+        return PageRequest(after=after, limit=limit)
+
+    def expected_version(self) -> int | None:
+        """The version named by If-Match (None when absent or ``*``); an unknown tag can never match."""
+        header = self.headers.get("if-match")
+        if header is None or header.strip() == "*":
+            return None
+        for tag in header.split(","):
+            match = re.fullmatch(r'\s*(?:W/)?"(\d{1,9})"\s*', tag)
+            if match:
+                return int(match.group(1))
+        return -1
+
+    def idempotency_key(self) -> str | None:
+        key = self.headers.get("idempotency-key")
+        if key is None:
+            return None
+        if not re.fullmatch(r"[\x21-\x7e]{1,255}", key):
+            raise ValidationFailed(
+                "invalid Idempotency-Key header",
+                [FieldError("Idempotency-Key", "must be 1 to 255 visible ASCII characters")],
+            )
+        return key
+
+
+def encode_cursor(after: int | None) -> str | None:
+    if after is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int | None:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        after = value["after"]
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        return None
+    return after if isinstance(after, int) and 0 <= after <= _MAX_ID else None
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    if isinstance(body, models.ApiModel):
+        text = body.model_dump_json()
+    else:
+        text = json.dumps(body, separators=(",", ":"), default=str)
+    return Response(body=text, status_code=status, headers={"Content-Type": JSON, **(headers or {})})
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _caller(chalice_request: Any) -> tuple[Caller, frozenset[str]]:
+    context = chalice_request.context or {}
+    authorizer = context.get("authorizer") or {}
+    caller = Caller(subject=authorizer.get("principalId", "anonymous"), request_id=context.get("requestId"))
+    return caller, frozenset(str(authorizer.get("scope", "")).split())
+
+
+def install(app: Any, table: RouteTable, authorizer: Any) -> None:
+    """Register every route of ``table`` on the Chalice ``app``."""
+    for spec in table.routes:
+        content_types = [JSON, "application/merge-patch+json"] if spec.body else [JSON]
+        app.route(
+            spec.path,
+            methods=[spec.method],
+            authorizer=None if spec.scope is None else authorizer,
+            content_types=content_types,
+            name=spec.operation_id,
+        )(_wrap(app, spec))
+
+
+def _wrap(app: Any, spec: RouteSpec) -> Callable[..., Response]:
+    route_name = f"{spec.method} {spec.path}"
+
+    def view(**_uri_params: str) -> Response:
+        started = time.perf_counter()
+        request = app.current_request
+        caller, scopes = _caller(request)
+        try:
+            if spec.scope is not None and spec.scope not in scopes:
+                raise Forbidden(f"this route needs the '{spec.scope}' scope")
+            response = spec.handler(HttpRequest(request, caller))
+        except DomainError as exc:
+            response = _domain_error_response(spec, exc)
+        except Exception as exc:  # a bug or an unexpected dependency failure: no detail to the caller
+            logger.error("unhandled error", extra={"route": route_name, "error_type": type(exc).__name__})
+            response = problems.internal_error()
+        logger.info(
+            "request",
+            extra={
+                "route": route_name,
+                "status": response.status_code,
+                "request_id": caller.request_id,
+                "actor": caller.subject,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+        return response
+
+    view.__name__ = spec.operation_id
+    return view
+
+
+def _domain_error_response(spec: RouteSpec, exc: DomainError) -> Response:
+    return spec.error_renderer(exc) if spec.error_renderer else problems.from_domain_error(exc)

@@ -1,0 +1,391 @@
+"""The resource API under /v1."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from chalice import Response
+
+from chalicelib.api.dependencies import services
+from chalicelib.api.routing import (
+    PAGE_QUERY,
+    HttpRequest,
+    QueryParam,
+    RouteTable,
+    encode_cursor,
+    etag,
+    json_response,
+)
+from chalicelib.domain import models
+from chalicelib.domain.services import ResourceService
+
+routes = RouteTable()
+
+PATIENT_FILTERS = (
+    QueryParam("idCardNum", {"type": "string", "pattern": "^[0-9]{13}$"}, "exact card number"),
+    QueryParam("lastName", {"type": "string", "maxLength": 50}, "exact last name"),
+    QueryParam("birthDate", {"type": "string", "format": "date"}, "exact birth date"),
+)
+NOT_FOUND_GONE = (404, 410)
+WRITE_ERRORS = (400, 404, 410, 412)
+
+
+class PatientFilter(models.ApiModel):
+    id_card_num: models.IdCardNum | None = None
+    last_name: models.Name | None = None
+    birth_date: date | None = None
+
+
+def _page_body(page: Any) -> dict[str, Any]:
+    return {
+        "items": [item.model_dump(mode="json") for item in page.items],
+        "nextCursor": encode_cursor(page.next_after),
+    }
+
+
+def _one(resource: Any, status: int = 200, location: str | None = None) -> Response:
+    headers = {"ETag": etag(resource.version)}
+    if location:
+        headers["Location"] = location
+    return json_response(resource, status, headers)
+
+
+def _created(request: HttpRequest, service: ResourceService, data: Any, parent_key: int | None, path: str) -> Response:
+    created = service.create(request.caller, data, parent_key=parent_key, idempotency_key=request.idempotency_key())
+    key = getattr(created.resource, service.table.key)
+    response = _one(created.resource, 201, f"{path}/{key}")
+    if created.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+# --- patients ---------------------------------------------------------------------------------
+
+
+@routes.route(
+    "POST",
+    "/v1/patients",
+    summary="Register a patient",
+    tag="patients",
+    scope="write",
+    body=models.PatientWrite,
+    response=models.Patient,
+    status=201,
+    headers=("Idempotency-Key",),
+    errors=(400, 409, 422),
+)
+def create_patient(request: HttpRequest) -> Response:
+    data = request.model(models.PatientWrite)
+    return _created(request, services().patients, data, None, "/v1/patients")
+
+
+@routes.route(
+    "GET",
+    "/v1/patients",
+    summary="List patients",
+    tag="patients",
+    scope="read",
+    response=models.PatientPage,
+    query=PATIENT_FILTERS + PAGE_QUERY,
+    errors=(400,),
+)
+def list_patients(request: HttpRequest) -> Response:
+    page = request.page()
+    raw = {k: v for k, v in request.query.items() if k in ("idCardNum", "lastName", "birthDate")}
+    filters = request.model(PatientFilter, raw) if raw else PatientFilter()
+    conditions = [(name, value) for name, value in filters if value is not None]
+    result = services().patients.list(request.caller, page, filters=conditions)
+    return json_response(_page_body(result))
+
+
+@routes.route(
+    "GET",
+    "/v1/patients/{patientId}",
+    summary="Read a patient",
+    tag="patients",
+    scope="read",
+    response=models.Patient,
+    errors=NOT_FOUND_GONE,
+)
+def get_patient(request: HttpRequest) -> Response:
+    return _one(services().patients.get(request.caller, request.path_id("patientId")))
+
+
+def _update(request: HttpRequest, service: ResourceService, key: int, model: type, partial: bool) -> Response:
+    changes = request.model(model)
+    return _one(
+        service.update(request.caller, key, changes, partial=partial, expected_version=request.expected_version())
+    )
+
+
+def _delete(request: HttpRequest, service: ResourceService, key: int) -> Response:
+    service.delete(request.caller, key, expected_version=request.expected_version())
+    return Response(body="", status_code=204)
+
+
+@routes.route(
+    "PUT",
+    "/v1/patients/{patientId}",
+    summary="Replace a patient",
+    tag="patients",
+    scope="write",
+    body=models.PatientWrite,
+    response=models.Patient,
+    headers=("If-Match",),
+    errors=(*WRITE_ERRORS, 409),
+)
+def replace_patient(request: HttpRequest) -> Response:
+    return _update(request, services().patients, request.path_id("patientId"), models.PatientWrite, False)
+
+
+@routes.route(
+    "PATCH",
+    "/v1/patients/{patientId}",
+    summary="Change some fields of a patient",
+    tag="patients",
+    scope="write",
+    body=models.PatientPatch,
+    response=models.Patient,
+    headers=("If-Match",),
+    errors=(*WRITE_ERRORS, 409),
+)
+def patch_patient(request: HttpRequest) -> Response:
+    return _update(request, services().patients, request.path_id("patientId"), models.PatientPatch, True)
+
+
+@routes.route(
+    "DELETE",
+    "/v1/patients/{patientId}",
+    summary="Delete a patient with their records and prescriptions",
+    tag="patients",
+    scope="write",
+    status=204,
+    headers=("If-Match",),
+    errors=(404, 412),
+)
+def delete_patient(request: HttpRequest) -> Response:
+    return _delete(request, services().patients, request.path_id("patientId"))
+
+
+@routes.route(
+    "GET",
+    "/v1/patients/{patientId}/summary",
+    summary="A patient with all live records and prescriptions",
+    tag="patients",
+    scope="read",
+    response=models.PatientSummary,
+    errors=NOT_FOUND_GONE,
+)
+def get_patient_summary(request: HttpRequest) -> Response:
+    return json_response(services().patients.summary(request.caller, request.path_id("patientId")))
+
+
+@routes.route(
+    "GET",
+    "/v1/patients/{patientId}/access-log",
+    summary="Who accessed this patient's data",
+    tag="audit",
+    scope="admin",
+    response=models.AuditEventPage,
+    query=PAGE_QUERY,
+    errors=(400, 404),
+)
+def get_patient_access_log(request: HttpRequest) -> Response:
+    page = request.page()
+    result = services().patients.access_log(request.caller, request.path_id("patientId"), page)
+    return json_response(_page_body(result))
+
+
+# --- medical records --------------------------------------------------------------------------
+
+
+@routes.route(
+    "POST",
+    "/v1/patients/{patientId}/medical-records",
+    summary="Record a visit",
+    tag="medical-records",
+    scope="write",
+    body=models.MedicalRecordWrite,
+    response=models.MedicalRecord,
+    status=201,
+    headers=("Idempotency-Key",),
+    errors=(400, 404, 422),
+)
+def create_medical_record(request: HttpRequest) -> Response:
+    patient_id = request.path_id("patientId")
+    data = request.model(models.MedicalRecordWrite)
+    return _created(request, services().medical_records, data, patient_id, "/v1/medical-records")
+
+
+@routes.route(
+    "GET",
+    "/v1/patients/{patientId}/medical-records",
+    summary="List a patient's visits",
+    tag="medical-records",
+    scope="read",
+    response=models.MedicalRecordPage,
+    query=PAGE_QUERY,
+    errors=(400, *NOT_FOUND_GONE),
+)
+def list_medical_records(request: HttpRequest) -> Response:
+    page = request.page()
+    result = services().medical_records.list(request.caller, page, parent_key=request.path_id("patientId"))
+    return json_response(_page_body(result))
+
+
+@routes.route(
+    "GET",
+    "/v1/medical-records/{medicalRecordId}",
+    summary="Read a visit",
+    tag="medical-records",
+    scope="read",
+    response=models.MedicalRecord,
+    errors=NOT_FOUND_GONE,
+)
+def get_medical_record(request: HttpRequest) -> Response:
+    return _one(services().medical_records.get(request.caller, request.path_id("medicalRecordId")))
+
+
+@routes.route(
+    "PUT",
+    "/v1/medical-records/{medicalRecordId}",
+    summary="Replace a visit",
+    tag="medical-records",
+    scope="write",
+    body=models.MedicalRecordUpdate,
+    response=models.MedicalRecord,
+    headers=("If-Match",),
+    errors=WRITE_ERRORS,
+)
+def replace_medical_record(request: HttpRequest) -> Response:
+    return _update(
+        request, services().medical_records, request.path_id("medicalRecordId"), models.MedicalRecordUpdate, False
+    )
+
+
+@routes.route(
+    "PATCH",
+    "/v1/medical-records/{medicalRecordId}",
+    summary="Change some fields of a visit",
+    tag="medical-records",
+    scope="write",
+    body=models.MedicalRecordPatch,
+    response=models.MedicalRecord,
+    headers=("If-Match",),
+    errors=WRITE_ERRORS,
+)
+def patch_medical_record(request: HttpRequest) -> Response:
+    return _update(
+        request, services().medical_records, request.path_id("medicalRecordId"), models.MedicalRecordPatch, True
+    )
+
+
+@routes.route(
+    "DELETE",
+    "/v1/medical-records/{medicalRecordId}",
+    summary="Delete a visit and its prescriptions",
+    tag="medical-records",
+    scope="write",
+    status=204,
+    headers=("If-Match",),
+    errors=(404, 412),
+)
+def delete_medical_record(request: HttpRequest) -> Response:
+    return _delete(request, services().medical_records, request.path_id("medicalRecordId"))
+
+
+# --- prescriptions ----------------------------------------------------------------------------
+
+
+@routes.route(
+    "POST",
+    "/v1/medical-records/{medicalRecordId}/prescriptions",
+    summary="Prescribe",
+    tag="prescriptions",
+    scope="write",
+    body=models.PrescriptionWrite,
+    response=models.Prescription,
+    status=201,
+    headers=("Idempotency-Key",),
+    errors=(400, 404, 422),
+)
+def create_prescription(request: HttpRequest) -> Response:
+    record_id = request.path_id("medicalRecordId")
+    data = request.model(models.PrescriptionWrite)
+    return _created(request, services().prescriptions, data, record_id, "/v1/prescriptions")
+
+
+@routes.route(
+    "GET",
+    "/v1/medical-records/{medicalRecordId}/prescriptions",
+    summary="List a visit's prescriptions",
+    tag="prescriptions",
+    scope="read",
+    response=models.PrescriptionPage,
+    query=PAGE_QUERY,
+    errors=(400, *NOT_FOUND_GONE),
+)
+def list_prescriptions(request: HttpRequest) -> Response:
+    page = request.page()
+    result = services().prescriptions.list(request.caller, page, parent_key=request.path_id("medicalRecordId"))
+    return json_response(_page_body(result))
+
+
+@routes.route(
+    "GET",
+    "/v1/prescriptions/{prescriptionId}",
+    summary="Read a prescription",
+    tag="prescriptions",
+    scope="read",
+    response=models.Prescription,
+    errors=NOT_FOUND_GONE,
+)
+def get_prescription(request: HttpRequest) -> Response:
+    return _one(services().prescriptions.get(request.caller, request.path_id("prescriptionId")))
+
+
+@routes.route(
+    "PUT",
+    "/v1/prescriptions/{prescriptionId}",
+    summary="Replace a prescription",
+    tag="prescriptions",
+    scope="write",
+    body=models.PrescriptionUpdate,
+    response=models.Prescription,
+    headers=("If-Match",),
+    errors=WRITE_ERRORS,
+)
+def replace_prescription(request: HttpRequest) -> Response:
+    return _update(
+        request, services().prescriptions, request.path_id("prescriptionId"), models.PrescriptionUpdate, False
+    )
+
+
+@routes.route(
+    "PATCH",
+    "/v1/prescriptions/{prescriptionId}",
+    summary="Change some fields of a prescription",
+    tag="prescriptions",
+    scope="write",
+    body=models.PrescriptionPatch,
+    response=models.Prescription,
+    headers=("If-Match",),
+    errors=WRITE_ERRORS,
+)
+def patch_prescription(request: HttpRequest) -> Response:
+    return _update(request, services().prescriptions, request.path_id("prescriptionId"), models.PrescriptionPatch, True)
+
+
+@routes.route(
+    "DELETE",
+    "/v1/prescriptions/{prescriptionId}",
+    summary="Delete a prescription",
+    tag="prescriptions",
+    scope="write",
+    status=204,
+    headers=("If-Match",),
+    errors=(404, 412),
+)
+def delete_prescription(request: HttpRequest) -> Response:
+    return _delete(request, services().prescriptions, request.path_id("prescriptionId"))

@@ -1,0 +1,123 @@
+"""PostgreSQL access suited to Lambda: one lazily opened connection per container.
+
+The connection is opened on first use, reused across invocations, and re-opened when the server
+has gone away (restart, failover, idle timeout). Each unit of work runs in one transaction; BEGIN
+is sent together with the first statement to save a round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2
+
+_CONNECTION_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class Transaction:
+    """A thin cursor wrapper; repositories only ever see this."""
+
+    def __init__(self, database: Database, begin_sql: str) -> None:
+        self._database = database
+        self._cursor = None
+        self._pending_begin: str | None = begin_sql
+
+    @property
+    def started(self) -> bool:
+        return self._pending_begin is None
+
+    def execute(self, sql: str, params: Sequence[Any] | dict | None = None) -> None:
+        if self._pending_begin is None:
+            self._cursor.execute(sql, params)
+            return
+        statement = f"{self._pending_begin}; {sql}"
+        self._pending_begin = None  # from here on a failure must roll back
+        try:
+            self._cursor = self._database.connection().cursor()
+            self._cursor.execute(statement, params)
+        except _CONNECTION_LOST:
+            # The server went away since the last invocation. Nothing of this transaction
+            # reached it, so reconnecting and sending the first statement again is safe.
+            self._database.close()
+            self._cursor = self._database.connection().cursor()
+            self._cursor.execute(statement, params)
+
+    def fetchone(self, sql: str, params: Sequence[Any] | dict | None = None) -> tuple | None:
+        self.execute(sql, params)
+        return self._cursor.fetchone()
+
+    def fetchall(self, sql: str, params: Sequence[Any] | dict | None = None) -> list[tuple]:
+        self.execute(sql, params)
+        return self._cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+
+class Database:
+    def __init__(
+        self,
+        dsn: Callable[[], str],
+        *,
+        translate_error: Callable[[psycopg2.Error], Exception | None] = lambda exc: None,
+        application_name: str = "medical-records-api",
+    ) -> None:
+        self._dsn = dsn
+        self._translate_error = translate_error
+        self._application_name = application_name
+        self._connection = None
+
+    def connection(self):
+        """The container's connection, opened on first use and after it was lost."""
+        if self._connection is None or self._connection.closed:
+            connection = psycopg2.connect(
+                self._dsn(),
+                application_name=self._application_name,
+                connect_timeout=5,
+                options="-c timezone=UTC -c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000",
+            )
+            # Transactions are managed explicitly (BEGIN ... COMMIT) so BEGIN can share a round trip.
+            connection.autocommit = True
+            self._connection = connection
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None and not self._connection.closed:
+            self._connection.close()
+        self._connection = None
+
+    @contextmanager
+    def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
+        """Run a unit of work in one transaction; commit on success, roll back on any error.
+
+        ``durable=False`` lets a commit return before its WAL reaches disk (read-only work whose
+        only write is its audit event); a database crash can lose at most the last few hundred
+        milliseconds of such events, never data or a half-written change.
+        """
+        tx = Transaction(self, "BEGIN" if durable else "BEGIN; SET LOCAL synchronous_commit TO off")
+        try:
+            yield tx
+            if tx.started:
+                tx.execute("COMMIT")
+        except psycopg2.Error as exc:
+            self._rollback()
+            translated = self._translate_error(exc)
+            if translated is None:
+                raise
+            raise translated from None
+        except BaseException:
+            if tx.started:
+                self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        connection = self._connection
+        if connection is None or connection.closed:
+            return
+        try:
+            connection.cursor().execute("ROLLBACK")
+        except psycopg2.Error:
+            self.close()

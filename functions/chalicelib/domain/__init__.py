@@ -1,0 +1,1 @@
+"""Domain layer: models, rules and errors. No HTTP, no AWS, no SQL."""

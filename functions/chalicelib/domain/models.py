@@ -1,0 +1,209 @@
+"""The resource models: the single definition of every field, its JSON name and its rules.
+
+Request validation, response shapes, the OpenAPI document and the repositories' column lists are
+all derived from these classes.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _not_in_future(value: date) -> date:
+    if value > _today():
+        raise ValueError("must not be in the future")
+    return value
+
+
+def _digits(count: str, label: str, example: str) -> Any:
+    """A string of digits, documented as a pattern and rejected with a message a person can act on."""
+    pattern = rf"^[0-9]{{{count}}}$"
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"must be {label}")
+        return value
+
+    return Annotated[str, AfterValidator(check), Field(json_schema_extra={"pattern": pattern}, examples=[example])]
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
+IdCardNum = _digits("13", "exactly 13 digits", "1234567890123")
+PhoneNum = _digits("1,10", "1 to 10 digits", "0812345678")
+BirthDate = Annotated[date, Field(ge=date(1850, 1, 1)), AfterValidator(_not_in_future)]
+ResourceId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python and SQL; unknown fields and type coercion refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+        extra="forbid",
+        strict=True,
+        field_title_generator=lambda name, _info: name.replace("_", " ").capitalize(),
+    )
+
+
+# --- patients -------------------------------------------------------------------------------------
+
+class PatientWrite(ApiModel):
+    """The fields a client sets on a patient (POST and PUT bodies)."""
+
+    id_card_num: IdCardNum
+    first_name: Name
+    last_name: Name
+    birth_date: BirthDate
+    phone_num: PhoneNum | None = None
+
+
+def resource_model(name: str, write_model: type[ApiModel], **identity: Any) -> type[ApiModel]:
+    """A stored resource: its ids first, then the writable fields, then the database's bookkeeping."""
+    fields: dict[str, Any] = {key: (annotation, ...) for key, annotation in identity.items()}
+    fields.update({n: (info.annotation, copy.copy(info)) for n, info in write_model.model_fields.items()})
+    fields.update(inserted_timestamp=(datetime, ...), updated_timestamp=(datetime, ...), version=(int, ...))
+    return create_model(name, __base__=ApiModel, __doc__=f"A stored {name}.", **fields)
+
+
+Patient = resource_model("Patient", PatientWrite, patient_id=int)
+
+
+# --- medical records (visits) ---------------------------------------------------------------------
+
+class MedicalRecordWrite(ApiModel):
+    """The fields a client sets on a visit. ``patientId`` on an update moves it to another patient."""
+
+    hospital_name: Name
+    doctor_full_name: Name
+    diagnosis: Note | None = None
+    symptom: Note | None = None
+    treatment_start_date: date
+    treatment_end_date: date | None = None
+
+    @field_validator("treatment_end_date")
+    @classmethod
+    def _end_not_before_start(cls, end: date | None, info: ValidationInfo) -> date | None:
+        start = info.data.get("treatment_start_date")
+        if start is not None and end is not None and end < start:
+            raise ValueError("must not be before treatmentStartDate")
+        return end
+
+
+class MedicalRecordUpdate(MedicalRecordWrite):
+    patient_id: ResourceId | None = None
+
+
+MedicalRecord = resource_model("MedicalRecord", MedicalRecordWrite, medical_record_id=int, patient_id=int)
+
+
+# --- prescriptions --------------------------------------------------------------------------------
+
+class PrescriptionWrite(ApiModel):
+    medicine_name: Name
+    dose: Name
+
+
+class PrescriptionUpdate(PrescriptionWrite):
+    """``medicalRecordId`` on an update moves the prescription to another visit."""
+
+    medical_record_id: ResourceId | None = None
+
+
+Prescription = resource_model("Prescription", PrescriptionWrite, prescription_id=int, medical_record_id=int)
+
+
+# --- partial updates ------------------------------------------------------------------------------
+
+def _without_default(extra: Any) -> Any:
+    """An omitted PATCH field means "unchanged", not null: keep null out of the documented default."""
+
+    def apply(schema: dict[str, Any]) -> None:
+        if isinstance(extra, dict):
+            schema.update(extra)
+        schema.pop("default", None)
+
+    return apply
+
+
+def partial_model(model: type[ApiModel], name: str) -> type[ApiModel]:
+    """The same fields, all optional: for PATCH. An explicit null is accepted only where the full
+    model accepts null, so a required field cannot be cleared."""
+    fields: dict[str, Any] = {}
+    for field_name, info in model.model_fields.items():
+        optional = copy.copy(info)
+        optional.default = None
+        optional.default_factory = None
+        optional.json_schema_extra = _without_default(info.json_schema_extra)
+        fields[field_name] = (info.annotation, optional)
+    return create_model(name, __base__=ApiModel, __doc__=f"Partial update of {model.__name__}.", **fields)
+
+
+PatientPatch = partial_model(PatientWrite, "PatientPatch")
+MedicalRecordPatch = partial_model(MedicalRecordUpdate, "MedicalRecordPatch")
+PrescriptionPatch = partial_model(PrescriptionUpdate, "PrescriptionPatch")
+
+
+# --- composites -----------------------------------------------------------------------------------
+
+class MedicalRecordWithPrescriptions(MedicalRecord):
+    prescriptions: list[Prescription]
+
+
+class PatientSummary(ApiModel):
+    patient: Patient
+    medical_records: list[MedicalRecordWithPrescriptions]
+
+
+class AuditEvent(ApiModel):
+    audit_event_id: int
+    occurred_at: datetime
+    actor: str
+    action: str
+    resource_type: str
+    resource_id: int | None
+    patient_ids: list[int]
+    request_id: str | None
+    outcome: str
+
+
+class Page(ApiModel):
+    items: list[Any]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last page.")
+
+
+def page_model(item: type[ApiModel]) -> type[Page]:
+    return create_model(
+        f"{item.__name__}Page",
+        __base__=Page,
+        items=(list[item], ...),
+    )
+
+
+PatientPage = page_model(Patient)
+MedicalRecordPage = page_model(MedicalRecord)
+PrescriptionPage = page_model(Prescription)
+AuditEventPage = page_model(AuditEvent)

@@ -1,0 +1,120 @@
+"""One repository shape for the three application tables (see ``tables.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.db import Transaction
+from chalicelib.repositories.tables import MEDICAL_RECORD, PATIENT, PRESCRIPTION, Table
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    values: dict[str, Any]  # the resource's columns, named as in the model
+    patient_id: int  # the patient the row belongs to (for the audit trail)
+    deleted: bool
+
+
+class ResourceRepository:
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        t = table
+        self._returning = f"{t.select_list}, {t.patient_id_sql}, t.deleted_timestamp IS NOT NULL"
+        self._get = f"SELECT {self._returning} FROM {t.name} t WHERE t.{t.key} = %s"
+        insert_columns = ((t.parent_key,) if t.parent_key else ()) + t.writable
+        self._insert_columns = insert_columns
+        self._insert = (
+            f"INSERT INTO {t.name} AS t ({', '.join(insert_columns)}) "
+            f"VALUES ({', '.join(['%s'] * len(insert_columns))}) RETURNING {self._returning}"
+        )
+        self._soft_delete = (
+            f"UPDATE {t.name} AS t SET deleted_timestamp = now() "
+            f"WHERE t.{t.key} = %s AND t.deleted_timestamp IS NULL RETURNING {self._returning}"
+        )
+
+    def _row(self, raw: Sequence[Any]) -> StoredRow:
+        n = len(self.table.columns)
+        return StoredRow(dict(zip(self.table.columns, raw[:n], strict=True)), raw[n], raw[n + 1])
+
+    def get(self, tx: Transaction, key: int, *, lock: str | None = None) -> StoredRow | None:
+        """``lock``: None, "update" (to change it) or "share" (to keep it alive while adding children)."""
+        suffix = {None: "", "update": " FOR UPDATE OF t", "share": " FOR SHARE OF t"}[lock]
+        raw = tx.fetchone(self._get + suffix, (key,))
+        return self._row(raw) if raw else None
+
+    def insert(self, tx: Transaction, values: dict[str, Any]) -> StoredRow:
+        return self._row(tx.fetchone(self._insert, [values[c] for c in self._insert_columns]))
+
+    def update(self, tx: Transaction, key: int, values: dict[str, Any]) -> StoredRow:
+        columns = [c for c in values if c in self.table.writable or c == self.table.parent_key]
+        assignments = ", ".join(f"{c} = %s" for c in columns)
+        sql = (
+            f"UPDATE {self.table.name} AS t SET {assignments} WHERE t.{self.table.key} = %s RETURNING {self._returning}"
+        )
+        return self._row(tx.fetchone(sql, [*(values[c] for c in columns), key]))
+
+    def soft_delete(self, tx: Transaction, key: int) -> StoredRow | None:
+        raw = tx.fetchone(self._soft_delete, (key,))
+        return self._row(raw) if raw else None
+
+    def list_live(
+        self,
+        tx: Transaction,
+        *,
+        conditions: Sequence[tuple[str, Any]] = (),
+        after: int | None,
+        limit: int,
+    ) -> list[StoredRow]:
+        """Live rows in key order after ``after``; ``conditions`` are (column, value) equalities."""
+        where = ["t.deleted_timestamp IS NULL"]
+        params: list[Any] = []
+        for column, value in conditions:
+            if column not in self.table.columns:
+                raise ValueError(f"unknown column {column}")
+            where.append(f"t.{column} = %s")
+            params.append(value)
+        if after is not None:
+            where.append(f"t.{self.table.key} > %s")
+            params.append(after)
+        sql = (
+            f"SELECT {self._returning} FROM {self.table.name} t WHERE {' AND '.join(where)} "
+            f"ORDER BY t.{self.table.key} LIMIT %s"
+        )
+        return [self._row(r) for r in tx.fetchall(sql, [*params, limit])]
+
+    def live_children(self, tx: Transaction, parent_keys: Sequence[int]) -> list[StoredRow]:
+        sql = (
+            f"SELECT {self._returning} FROM {self.table.name} t "
+            f"WHERE t.{self.table.parent_key} = ANY(%s) AND t.deleted_timestamp IS NULL ORDER BY t.{self.table.key}"
+        )
+        return [self._row(r) for r in tx.fetchall(sql, (list(parent_keys),))]
+
+
+patients = ResourceRepository(PATIENT)
+medical_records = ResourceRepository(MEDICAL_RECORD)
+prescriptions = ResourceRepository(PRESCRIPTION)
+
+
+def cascade_soft_delete_patient(tx: Transaction, patient_id: int) -> None:
+    """Soft-delete a patient's live visits and their live prescriptions (same transaction as the patient)."""
+    tx.execute(
+        "UPDATE medical_app.prescription p SET deleted_timestamp = now() "
+        "FROM medical_app.medical_record r "
+        "WHERE p.medical_record_id = r.medical_record_id AND r.patient_id = %s AND p.deleted_timestamp IS NULL",
+        (patient_id,),
+    )
+    tx.execute(
+        "UPDATE medical_app.medical_record SET deleted_timestamp = now() "
+        "WHERE patient_id = %s AND deleted_timestamp IS NULL",
+        (patient_id,),
+    )
+
+
+def cascade_soft_delete_medical_record(tx: Transaction, medical_record_id: int) -> None:
+    tx.execute(
+        "UPDATE medical_app.prescription SET deleted_timestamp = now() "
+        "WHERE medical_record_id = %s AND deleted_timestamp IS NULL",
+        (medical_record_id,),
+    )

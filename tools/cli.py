@@ -1,0 +1,198 @@
+"""medrec: the project's command line (the Makefile's targets call these).
+
+  python -m tools.cli migrate          apply schema migrations to $DATABASE_URL (an owner role)
+  python -m tools.cli create-login     create/refresh a least-privilege login role
+  python -m tools.cli dev-token        print a signed dev token
+  python -m tools.cli openapi          print the OpenAPI document
+  python -m tools.cli run              embedded PostgreSQL + the API under `chalice local`
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ROOT / ".local"
+SECRETS_FILE = LOCAL / "secrets.json"
+sys.path.insert(0, str(ROOT / "functions"))
+
+
+def local_secrets() -> dict[str, str]:
+    """Secrets for local runs, generated once into .local/ (never committed)."""
+    if SECRETS_FILE.exists():
+        return json.loads(SECRETS_FILE.read_text())
+    LOCAL.mkdir(exist_ok=True)
+    values = {"jwt_secret": secrets.token_urlsafe(48), "api_password": secrets.token_urlsafe(24)}
+    SECRETS_FILE.write_text(json.dumps(values))
+    SECRETS_FILE.chmod(0o600)
+    return values
+
+
+def connect(url: str):
+    import psycopg2
+
+    return psycopg2.connect(url, connect_timeout=5)
+
+
+def create_login(admin_url: str, user: str, password: str, role: str) -> None:
+    """Create (or update the password of) a LOGIN role that is a member of ``role`` and nothing else."""
+    from psycopg2 import sql
+
+    with connect(admin_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,))
+        verb = "ALTER" if cur.fetchone() else "CREATE"
+        cur.execute(
+            sql.SQL(verb + " ROLE {} LOGIN PASSWORD %s NOSUPERUSER NOCREATEDB NOCREATEROLE").format(
+                sql.Identifier(user)
+            ),
+            (password,),
+        )
+        cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(user)))
+    conn.close()
+
+
+@click.group()
+def cli() -> None:
+    """Medical records service: operator and developer commands."""
+
+
+@cli.command()
+@click.option("--database-url", envvar="MIGRATION_DATABASE_URL", help="owner connection (default $DATABASE_URL)")
+def migrate(database_url: str | None) -> None:
+    """Apply pending schema migrations (idempotent; safe to run concurrently)."""
+    from chalicelib.migrations import apply_migrations
+
+    url = database_url or os.environ.get("DATABASE_URL")
+    if not url:
+        raise click.ClickException("set MIGRATION_DATABASE_URL or DATABASE_URL")
+    conn = connect(url)
+    try:
+        applied = apply_migrations(conn)
+    finally:
+        conn.close()
+    click.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+@cli.command("create-login")
+@click.option("--database-url", envvar="MIGRATION_DATABASE_URL", required=True, help="owner connection")
+@click.option("--user", required=True, help="login role to create")
+@click.option("--role", type=click.Choice(["medical_api", "medical_reader"]), required=True)
+@click.option("--password-env", default="LOGIN_PASSWORD", show_default=True, help="env var holding the password")
+def create_login_command(database_url: str, user: str, role: str, password_env: str) -> None:
+    """Create a login role with exactly the privileges of ROLE."""
+    password = os.environ.get(password_env)
+    if not password:
+        raise click.ClickException(f"set {password_env}")
+    create_login(database_url, user, password, role)
+    click.echo(f"login role {user} is a member of {role}")
+
+
+@cli.command("dev-token")
+@click.option("--subject", default="dev-user", show_default=True)
+@click.option("--scopes", default="read write admin", show_default=True, help="space-separated")
+@click.option("--ttl", default=12 * 3600, show_default=True, help="seconds")
+def dev_token(subject: str, scopes: str, ttl: int) -> None:
+    """Print a signed token for local use (uses $JWT_SECRET or the local dev secret)."""
+    from chalicelib.api import auth
+
+    os.environ.setdefault("JWT_SECRET", local_secrets()["jwt_secret"])
+    try:
+        click.echo(auth.mint(subject, scopes.split(), ttl))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+def openapi() -> None:
+    """Print the OpenAPI document."""
+    from chalicelib.api.meta import openapi_document
+
+    click.echo(json.dumps(openapi_document(), indent=2))
+
+
+@cli.command()
+@click.option("--port", default=8000, show_default=True, help="API port")
+@click.option("--db-port", default=None, type=int, help="PostgreSQL port (default: kept from the last run)")
+def run(port: int, db_port: int | None) -> None:
+    """Start the embedded PostgreSQL and the API (chalice local); Ctrl-C stops both."""
+    from tools.pgcluster import PostgresCluster
+
+    values = local_secrets()
+    cluster = PostgresCluster(LOCAL / "pg", port=db_port)
+    click.echo("starting PostgreSQL ...")
+    cluster.ensure_initialized()
+    cluster.start()
+    cluster.create_database("app")
+    admin_url = cluster.url("app")
+    conn = connect(admin_url)
+    try:
+        from chalicelib.migrations import apply_migrations
+
+        apply_migrations(conn)
+    finally:
+        conn.close()
+    create_login(admin_url, "medrec_api", values["api_password"], "medical_api")
+    env = {
+        **os.environ,
+        "DATABASE_URL": cluster.url("app", user="medrec_api", password=values["api_password"]),
+        "JWT_SECRET": values["jwt_secret"],
+    }
+    click.echo("starting the API ...")
+    api = subprocess.Popen(
+        [sys.executable, "-m", "chalice", "local", "--port", str(port), "--no-autoreload"],
+        cwd=ROOT / "functions",
+        env=env,
+    )
+    stopping = False
+
+    def stop(*_args: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        _wait_for_http(f"http://127.0.0.1:{port}/health", api)
+        os.environ["JWT_SECRET"] = values["jwt_secret"]
+        from chalicelib.api import auth
+
+        click.echo(f"\nAPI:       http://127.0.0.1:{port}  (OpenAPI at /openapi.json)")
+        click.echo(f"database:  {cluster.url('app', user='medrec_api', password='***')}")  # noqa: S106
+        click.echo(f"dev token: {auth.mint('dev-user', ['read', 'write', 'admin'], 12 * 3600)}")
+        click.echo("ready. Ctrl-C stops everything.")
+        while not stopping and api.poll() is None:
+            time.sleep(0.5)
+    finally:
+        if api.poll() is None:
+            api.terminate()
+            api.wait(timeout=10)
+        cluster.stop()
+        click.echo("stopped.")
+
+
+def _wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise click.ClickException("the API process exited during start-up")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our own loopback URL
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise click.ClickException(f"the API did not answer at {url} within {timeout:.0f}s")
+
+
+if __name__ == "__main__":
+    cli()
