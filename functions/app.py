@@ -20,14 +20,5 @@ def jwt_authorizer(auth_request):
     return AuthResponse(routes=["*"], principal_id=subject, context={"scope": scopes})
 
 
-@app.middleware("http")
-def correlate_logs(event, get_response):
-    logger.append_keys(request_id=event.context.get("requestId"))
-    try:
-        return get_response(event)
-    finally:
-        logger.remove_keys(["request_id"])
-
-
 for table in ALL_ROUTES:
     routing.install(app, table, authorizer=jwt_authorizer)

@@ -1,12 +1,15 @@
 """PostgreSQL access suited to Lambda: one lazily opened connection per container.
 
 The connection is opened on first use, reused across invocations, and re-opened when the server
-has gone away (restart, failover, idle timeout). Each unit of work runs in one transaction; BEGIN
+has gone away (restart, failover, idle timeout). A Lambda container serves one request at a time;
+where one process serves several at once (``chalice local`` is threaded), each thread gets its own
+connection so transactions never interleave on one session. Each unit of work runs in one transaction; BEGIN
 is sent together with the first statement to save a round trip.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -68,7 +71,15 @@ class Database:
         self._dsn = dsn
         self._translate_error = translate_error
         self._application_name = application_name
-        self._connection = None
+        self._local = threading.local()
+
+    @property
+    def _connection(self):
+        return getattr(self._local, "connection", None)
+
+    @_connection.setter
+    def _connection(self, connection) -> None:
+        self._local.connection = connection
 
     def connection(self):
         """The container's connection, opened on first use and after it was lost."""

@@ -13,6 +13,7 @@ import binascii
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,10 +200,12 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _caller(chalice_request: Any) -> tuple[Caller, frozenset[str]]:
-    context = chalice_request.context or {}
+def _caller(app: Any) -> tuple[Caller, frozenset[str]]:
+    context = app.current_request.context or {}
     authorizer = context.get("authorizer") or {}
-    caller = Caller(subject=authorizer.get("principalId", "anonymous"), request_id=context.get("requestId"))
+    # API Gateway's request id when present (it is what the client sees), else the Lambda invocation's.
+    request_id = context.get("requestId") or getattr(app.lambda_context, "aws_request_id", None) or str(uuid.uuid4())
+    caller = Caller(subject=authorizer.get("principalId", "anonymous"), request_id=request_id)
     return caller, frozenset(str(authorizer.get("scope", "")).split())
 
 
@@ -225,7 +228,7 @@ def _wrap(app: Any, spec: RouteSpec) -> Callable[..., Response]:
     def view(**_uri_params: str) -> Response:
         started = time.perf_counter()
         request = app.current_request
-        caller, scopes = _caller(request)
+        caller, scopes = _caller(app)
         try:
             if spec.scope is not None and spec.scope not in scopes:
                 raise Forbidden(f"this route needs the '{spec.scope}' scope")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
 from chalicelib.domain.errors import FieldError
 
@@ -21,7 +22,8 @@ _MESSAGES = {
 
 
 def _location(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc) or "body"
+    """The JSON name of the field (validation by Python name reports snake_case)."""
+    return ".".join(to_camel(part) if isinstance(part, str) and "_" in part else str(part) for part in loc) or "body"
 
 
 def _message(error: dict) -> str:
