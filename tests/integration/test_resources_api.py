@@ -115,7 +115,8 @@ def test_deleting_a_patient_hides_their_records_and_prescriptions(api, owner_con
     assert api.get(f"/v1/medical-records/{other_rid}").status == 200
     with owner_conn.cursor() as cur:
         cur.execute(
-            "SELECT count(*) FROM medical_app.prescription WHERE prescription_id = ANY(%s) AND deleted_timestamp IS NULL",
+            "SELECT count(*) FROM medical_app.prescription "
+            "WHERE prescription_id = ANY(%s) AND deleted_timestamp IS NULL",
             (xids,),
         )
         assert cur.fetchone()[0] == 0
@@ -289,3 +290,58 @@ def test_health_and_openapi_are_public(api):
     assert anonymous.get("/health").json == {"status": "ok", "database": "ok"}
     doc = anonymous.get("/openapi.json")
     assert doc.status == 200 and doc.json["openapi"] == "3.1.0"
+
+
+def test_concurrent_retries_with_one_idempotency_key_create_one_row(api, owner_conn):
+    body = patient_body()
+    headers = {"Idempotency-Key": f"race-{body['idCardNum']}"}
+    barrier = threading.Barrier(5)
+    replies = []
+
+    def attempt() -> None:
+        barrier.wait()
+        replies.append(api.post("/v1/patients", body, headers=headers))
+
+    threads = [threading.Thread(target=attempt) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status for r in replies] == [201] * 5
+    assert len({r.json["patientId"] for r in replies}) == 1
+    with owner_conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM medical_app.patient WHERE id_card_num = %s", (body["idCardNum"],))
+        assert cur.fetchone()[0] == 1
+
+
+def test_a_child_created_while_its_patient_is_deleted_is_not_left_alive(api, database):
+    """Creating a visit locks the patient row (FOR SHARE), so a concurrent delete either waits for the
+    visit and cascades to it, or runs first and the create sees a deleted patient."""
+    pid = api.new_patient()["patientId"]
+    barrier = threading.Barrier(2)
+    outcome: dict[str, int] = {}
+
+    def create() -> None:
+        barrier.wait()
+        outcome["create"] = api.post(f"/v1/patients/{pid}/medical-records", record_body()).status
+
+    def delete() -> None:
+        barrier.wait()
+        outcome["delete"] = api.delete(f"/v1/patients/{pid}").status
+
+    threads = [threading.Thread(target=create), threading.Thread(target=delete)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcome["delete"] == 204 and outcome["create"] in (201, 410)
+    conn = psycopg2.connect(database[0])
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM medical_app.medical_record WHERE patient_id = %s AND deleted_timestamp IS NULL",
+                (pid,),
+            )
+            assert cur.fetchone()[0] == 0
+    finally:
+        conn.close()
