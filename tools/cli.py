@@ -148,7 +148,7 @@ def run(port: int, db_port: int | None) -> None:
     }
     click.echo("starting the API ...")
     api = subprocess.Popen(
-        [sys.executable, "-m", "chalice", "local", "--port", str(port), "--no-autoreload"],
+        [str(Path(sys.executable).parent / "chalice"), "local", "--port", str(port), "--no-autoreload"],
         cwd=ROOT / "functions",
         env=env,
     )
