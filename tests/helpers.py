@@ -82,6 +82,8 @@ class Api:
         payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
         response = self.client.http.request(method, path, headers=all_headers, body=payload)
         text = response.body.decode() if isinstance(response.body, bytes) else (response.body or "")
+        # No input anywhere in the suite may produce a 500: every request made through here is checked.
+        assert response.status_code != 500, f"{method} {path} answered 500: {text}"
         return Reply(response.status_code, {k.lower(): v for k, v in response.headers.items()}, text)
 
     def get(self, path: str, **kw: Any) -> Reply:
