@@ -161,7 +161,10 @@ def legacy_list_patients(request: HttpRequest) -> Response:
     error_renderer=_renderer(PATIENT_NOT_FOUND),
 )
 def legacy_get_patient(request: HttpRequest) -> Response:
-    patient = services().patients.get_by_card_number(request.caller, request.path_str("key"))
+    card_number = request.path_str("key")
+    if not card_number.isascii() or not card_number.isdigit() or len(card_number) != 13:
+        raise NotFound("no patient has this card number")  # cannot exist; no need to ask the database
+    patient = services().patients.get_by_card_number(request.caller, card_number)
     return json_response({"patient": to_legacy(patient, PATIENT_FIELDS)})
 
 

@@ -50,6 +50,7 @@ def build_document(tables: list[RouteTable], *, title: str, version: str) -> dic
     components = schema.get("$defs", {})
     components["Problem"] = _PROBLEM
     components["LegacyError"] = _LEGACY_ERROR
+    components["GatewayError"] = {"type": "object", "properties": {"message": {"type": "string"}}}
     paths: dict[str, dict[str, Any]] = {}
     for spec in specs:
         paths.setdefault(spec.path, {})[spec.method.lower()] = _operation(spec)
@@ -112,7 +113,13 @@ def _responses(spec: RouteSpec) -> dict[str, Any]:
         if legacy
         else {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     )
-    codes = set(spec.errors) | ({401, 403} if spec.scope else set()) | {503}
+    codes = set(spec.errors) | ({403} if spec.scope else set()) | {503}
     for code in sorted(codes):
         responses[str(code)] = {"description": _STATUS_TEXT.get(code, "Error"), "content": error_content}
+    if spec.scope:
+        # 401 comes from the authorizer through API Gateway, before any handler runs.
+        responses["401"] = {
+            "description": _STATUS_TEXT[401],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/GatewayError"}}},
+        }
     return responses

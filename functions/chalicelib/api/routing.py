@@ -113,7 +113,7 @@ class HttpRequest:
         """The body as a JSON object (for adapters that rename fields before validation)."""
         try:
             value = json.loads(self.raw_body())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ValidationFailed("the request body is not valid JSON") from None
         if not isinstance(value, dict):
             raise ValidationFailed("the request body must be a JSON object")
@@ -185,7 +185,8 @@ def decode_cursor(cursor: str) -> int | None:
         after = value["after"]
     except (ValueError, TypeError, KeyError, binascii.Error):
         return None
-    return after if isinstance(after, int) and 0 <= after <= _MAX_ID else None
+    valid = isinstance(after, int) and not isinstance(after, bool) and 0 <= after <= _MAX_ID
+    return after if valid else None
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

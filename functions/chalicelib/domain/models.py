@@ -47,8 +47,15 @@ def _digits(count: str, label: str, example: str) -> Any:
     return Annotated[str, AfterValidator(check), Field(json_schema_extra={"pattern": pattern}, examples=[example])]
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
-Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it as bad input rather than fail at the database.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), AfterValidator(_no_nul)]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255), AfterValidator(_no_nul)]
 IdCardNum = _digits("13", "exactly 13 digits", "1234567890123")
 PhoneNum = _digits("1,10", "1 to 10 digits", "0812345678")
 BirthDate = Annotated[date, Field(ge=date(1850, 1, 1)), AfterValidator(_not_in_future)]

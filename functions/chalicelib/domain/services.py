@@ -245,6 +245,8 @@ class ResourceService:
                 if parent_row is None or parent_row.deleted:
                     raise ParentNotFound(f"{self.parent.resource} {new_parent} does not exist")
                 values[self.table.parent_key] = new_parent
+            if not values:  # nothing to change: no write, no new version
+                return self.to_model(row)
             updated = self.repository.update(tx, key, values)
             note.patient_ids.append(updated.patient_id)
             return self.to_model(updated)

@@ -45,4 +45,8 @@ def _message(error: dict) -> str:
 
 
 def field_errors(exc: ValidationError) -> list[FieldError]:
-    return [FieldError(_location(e["loc"]), _message(e)) for e in exc.errors(include_url=False)]
+    return [
+        # an unknown field is named exactly as the client sent it
+        FieldError(".".join(map(str, e["loc"])) if e["type"] == "extra_forbidden" else _location(e["loc"]), _message(e))
+        for e in exc.errors(include_url=False)
+    ]
