@@ -52,6 +52,9 @@ from urllib.parse import quote
 __all__ = ["PostgresCluster", "find_bindir", "free_port"]
 
 _REQUIRED_PROGRAMS = ("initdb", "pg_ctl", "postgres")
+# The server log must not hold patient data: no failing statements (with their values) and no
+# DETAIL lines such as "Key (id_card_num)=(...) already exists".
+PRIVATE_LOGGING = {"log_error_verbosity": "terse", "log_min_error_statement": "panic"}
 _FALLBACK_OS_USER = "medrec-pg"
 _LOCALE = "C.UTF-8"
 _START_TIMEOUT = 60  # seconds, passed to pg_ctl -t
@@ -216,7 +219,7 @@ class PostgresCluster:
         self.log_file = self.data_dir / "postgres.log"
         self.state_file = self.data_dir / "state.json"
         self.host = host
-        self.settings = dict(settings or {})
+        self.settings = {**PRIVATE_LOGGING, **(settings or {})}
         state = self._load_state()
         self._explicit_port = port is not None
         self.port: int = port if port is not None else int(state.get("port") or free_port())

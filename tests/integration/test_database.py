@@ -145,3 +145,14 @@ def test_the_api_reconnects_after_the_database_restarts_and_says_503_while_it_is
         pg_cluster.start()
     assert api.get(f"/v1/patients/{pid}").status == 200
     assert api.get("/health").status == 200
+
+
+def test_the_server_log_holds_no_patient_data(api, pg_cluster):
+    from tests.helpers import patient_body
+
+    body = patient_body(firstName="Logwatcherella")
+    api.new_patient(**body)
+    assert api.post("/v1/patients", body).status == 409  # a unique violation: its DETAIL names the key
+    log = pg_cluster.log_file.read_text(errors="replace")
+    assert "duplicate key value violates unique constraint" in log  # the error was logged ...
+    assert body["idCardNum"] not in log and "Logwatcherella" not in log  # ... without the values
