@@ -26,10 +26,24 @@ class Transaction:
         self._database = database
         self._cursor = None
         self._pending_begin: str | None = begin_sql
+        self._at_commit: list[str] = []
 
     @property
     def started(self) -> bool:
         return self._pending_begin is None
+
+    def execute_at_commit(self, sql: str, params: Sequence[Any] | dict | None = None) -> None:
+        """Send a write that nothing in this transaction reads (an audit event) together with
+        COMMIT, in the same round trip. If it fails, COMMIT is not reached and all rolls back."""
+        cursor = self._cursor or self._database.connection().cursor()
+        self._at_commit.append(cursor.mogrify(sql, params).decode())
+
+    def commit(self) -> None:
+        if not self._at_commit and not self.started:
+            return  # nothing was sent: nothing to commit
+        # Parameters are already bound by mogrify, so the batch is sent as-is.
+        self.execute("; ".join([*self._at_commit, "COMMIT"]))
+        self._at_commit.clear()
 
     def execute(self, sql: str, params: Sequence[Any] | dict | None = None) -> None:
         if self._pending_begin is None:
@@ -88,7 +102,10 @@ class Database:
                 self._dsn(),
                 application_name=self._application_name,
                 connect_timeout=5,
-                options="-c timezone=UTC -c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000",
+                options=(
+                    "-c timezone=UTC -c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000 "
+                    "-c synchronous_commit=off"  # writes turn it on for their transaction (see transaction())
+                ),
             )
             # Transactions are managed explicitly (BEGIN ... COMMIT) so BEGIN can share a round trip.
             connection.autocommit = True
@@ -105,14 +122,14 @@ class Database:
         """Run a unit of work in one transaction; commit on success, roll back on any error.
 
         ``durable=False`` lets a commit return before its WAL reaches disk (read-only work whose
-        only write is its audit event); a database crash can lose at most the last few hundred
-        milliseconds of such events, never data or a half-written change.
+        only write is its audit event; the session default): a database crash can lose at most the
+        last few hundred milliseconds of such events, never data or a half-written change.
         """
-        tx = Transaction(self, "BEGIN" if durable else "BEGIN; SET LOCAL synchronous_commit TO off")
+        begin = "BEGIN; SET LOCAL synchronous_commit TO on" if durable else "BEGIN"
+        tx = Transaction(self, begin)
         try:
             yield tx
-            if tx.started:
-                tx.execute("COMMIT")
+            tx.commit()
         except psycopg2.Error as exc:
             self._rollback()
             translated = self._translate_error(exc)

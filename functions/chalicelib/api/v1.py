@@ -37,11 +37,8 @@ class PatientFilter(models.ApiModel):
     birth_date: date | None = None
 
 
-def _page_body(page: Any) -> dict[str, Any]:
-    return {
-        "items": [item.model_dump(mode="json") for item in page.items],
-        "nextCursor": encode_cursor(page.next_after),
-    }
+def _page(page: Any, model: type[models.Page]) -> Response:
+    return json_response(model.model_construct(items=page.items, next_cursor=encode_cursor(page.next_after)))
 
 
 def _one(resource: Any, status: int = 200, location: str | None = None) -> Response:
@@ -96,7 +93,7 @@ def list_patients(request: HttpRequest) -> Response:
     filters = request.model(PatientFilter, raw) if raw else PatientFilter()
     conditions = [(name, value) for name, value in filters if value is not None]
     result = services().patients.list(request.caller, page, filters=conditions)
-    return json_response(_page_body(result))
+    return _page(result, models.PatientPage)
 
 
 @routes.route(
@@ -194,7 +191,7 @@ def get_patient_summary(request: HttpRequest) -> Response:
 def get_patient_access_log(request: HttpRequest) -> Response:
     page = request.page()
     result = services().patients.access_log(request.caller, request.path_id("patientId"), page)
-    return json_response(_page_body(result))
+    return _page(result, models.AuditEventPage)
 
 
 # --- medical records --------------------------------------------------------------------------
@@ -231,7 +228,7 @@ def create_medical_record(request: HttpRequest) -> Response:
 def list_medical_records(request: HttpRequest) -> Response:
     page = request.page()
     result = services().medical_records.list(request.caller, page, parent_key=request.path_id("patientId"))
-    return json_response(_page_body(result))
+    return _page(result, models.MedicalRecordPage)
 
 
 @routes.route(
@@ -329,7 +326,7 @@ def create_prescription(request: HttpRequest) -> Response:
 def list_prescriptions(request: HttpRequest) -> Response:
     page = request.page()
     result = services().prescriptions.list(request.caller, page, parent_key=request.path_id("medicalRecordId"))
-    return json_response(_page_body(result))
+    return _page(result, models.PrescriptionPage)
 
 
 @routes.route(

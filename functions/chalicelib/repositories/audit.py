@@ -24,7 +24,7 @@ def record(
     request_id: str | None,
     outcome: str,
 ) -> None:
-    tx.execute(
+    tx.execute_at_commit(
         "INSERT INTO medical_app.audit_event "
         "(actor, action, resource_type, resource_id, patient_ids, request_id, outcome) "
         "VALUES (%s, %s, %s, %s, %s::bigint[], %s, %s)",
@@ -40,3 +40,4 @@ def for_patient(tx: Transaction, patient_id: int, *, before: int | None, limit: 
         "ORDER BY audit_event_id DESC LIMIT %s"
     )
     return [dict(zip(_COLUMNS, r, strict=True)) for r in tx.fetchall(sql, (patient_id, before, before, limit))]
+
