@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): requirements-dev.txt functions/requirements.txt
+$(STAMP): requirements-dev.txt functions/requirements.txt pipeline/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt

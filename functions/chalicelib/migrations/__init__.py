@@ -1,8 +1,10 @@
-"""Versioned schema migrations for the application database.
+"""Versioned schema migrations.
 
-Each ``NNNN_name.sql`` file in this folder is applied once, in order, in its own transaction, and
-recorded in ``medical_app.schema_migration`` with a checksum. Applying is idempotent and safe to run
+Each ``NNNN_name.sql`` file of a folder is applied once, in order, in its own transaction, and
+recorded in ``<schema>.schema_migration`` with a checksum. Applying is idempotent and safe to run
 concurrently (an advisory lock serialises runners); editing an applied migration is refused.
+The application database uses this folder and schema ``medical_app``; the analytics pipeline
+uses the same runner for its own folder and schema.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ MIGRATIONS_DIR = Path(__file__).parent
 _LOCK_KEY = 0x6D65647265630001  # "medrec" + 1: serialises concurrent migration runs
 
 _BOOTSTRAP = """
-CREATE SCHEMA IF NOT EXISTS medical_app;
-CREATE TABLE IF NOT EXISTS medical_app.schema_migration (
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.schema_migration (
     version    text PRIMARY KEY,
     checksum   text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
@@ -42,24 +44,26 @@ class MigrationError(RuntimeError):
     pass
 
 
-def available_migrations() -> list[Migration]:
-    return [Migration(p.stem, p) for p in sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))]
+def available_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    return [Migration(p.stem, p) for p in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql"))]
 
 
-def apply_migrations(connection) -> list[str]:
+def apply_migrations(connection, directory: Path = MIGRATIONS_DIR, schema: str = "medical_app") -> list[str]:
     """Apply pending migrations on a psycopg2 connection; return the versions applied."""
+    if not schema.isidentifier():
+        raise ValueError(f"bad schema name {schema!r}")
     connection.autocommit = False
     applied_now: list[str] = []
     with connection.cursor() as cur:
         cur.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
         with connection, connection.cursor() as cur:
-            cur.execute(_BOOTSTRAP)
+            cur.execute(_BOOTSTRAP.format(schema=schema))
         with connection.cursor() as cur:
-            cur.execute("SELECT version, checksum FROM medical_app.schema_migration")
+            cur.execute(f"SELECT version, checksum FROM {schema}.schema_migration")  # noqa: S608
             done = dict(cur.fetchall())
         connection.commit()
-        for migration in available_migrations():
+        for migration in available_migrations(directory):
             if migration.version in done:
                 if done[migration.version] != migration.checksum:
                     raise MigrationError(f"migration {migration.version} was changed after it was applied")
@@ -67,7 +71,7 @@ def apply_migrations(connection) -> list[str]:
             with connection, connection.cursor() as cur:
                 cur.execute(migration.sql)
                 cur.execute(
-                    "INSERT INTO medical_app.schema_migration (version, checksum) VALUES (%s, %s)",
+                    f"INSERT INTO {schema}.schema_migration (version, checksum) VALUES (%s, %s)",  # noqa: S608
                     (migration.version, migration.checksum),
                 )
             applied_now.append(migration.version)

@@ -1,0 +1,1 @@
+"""The analytics pipeline: Sling replication, incremental refresh SQL and the Prefect flow."""

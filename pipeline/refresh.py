@@ -1,0 +1,383 @@
+"""The analytics refresh: replicate with Sling, reconcile hard deletes, merge what changed, check.
+
+Steps (each a Prefect task in ``flow.py``; callable directly for tests and commands):
+
+1. ``replicate``: Sling copies changed application rows into the landing tables (schema ``stg``).
+2. ``apply_changes``: in ONE transaction of the analytic database: remove landing rows whose source
+   rows were hard-deleted, find the visits affected by landing changes since the last good run's
+   watermark, recompute only their denormalized rows and write only the rows that differ; record
+   the run. A crash anywhere leaves the analytic table as of the last good run; the next run starts
+   from that run's watermark and converges.
+3. ``check``: the analytic table holds exactly as many rows as the landing tables imply.
+
+Single flight: a whole run holds a session advisory lock on the analytic database, so two refreshes
+never interleave; a second one waits (up to ``lock_timeout_seconds``) and otherwise records
+``skipped``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.extras
+
+from pipeline.settings import PIPELINE_DIR, PipelineSettings, find_sling_binary
+
+SQL_DIR = PIPELINE_DIR / "sql"
+REPLICATION = PIPELINE_DIR / "replication.yaml"
+_LOCK_KEY = 0x6D65647265630002  # "medrec" + 2: one refresh at a time
+# (landing table, key column, how a removed row maps to the visits it affects)
+_TABLES = (
+    ("patient", "patient_id",
+     "SELECT r.medical_record_id FROM stg.medical_record r WHERE r.patient_id = ANY(%s)"),
+    ("medical_record", "medical_record_id", "SELECT unnest(%s::bigint[])"),
+    ("prescription", "prescription_id", None),
+)
+_INSERTED = re.compile(r'inserted (\d+) rows into "stg"\."(\w+)"')
+
+
+class RefreshFailed(RuntimeError):
+    """A refresh step failed; the message is safe to show (no credentials, no patient data)."""
+
+
+class RefreshBusy(RuntimeError):
+    """Another refresh held the lock for longer than the lock timeout."""
+
+
+@dataclass
+class RefreshResult:
+    refresh_run_id: int
+    mode: str
+    status: str
+    watermark_before: int | None = None
+    watermark_after: int | None = None
+    rows_extracted: dict[str, int] = field(default_factory=dict)
+    rows_changed: dict[str, int] = field(default_factory=dict)
+    rows_hard_deleted: dict[str, int] = field(default_factory=dict)
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_deleted: int = 0
+    check_passed: bool | None = None
+    duration_ms: int | None = None
+    message: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def crash_point(name: str) -> None:
+    """No-op hook; tests replace it to inject a crash at a named point of a run."""
+
+
+def _sql(name: str) -> str:
+    return (SQL_DIR / name).read_text(encoding="utf-8")
+
+
+def _connect(url: str):
+    return psycopg2.connect(url, connect_timeout=10, application_name="medical-records-refresh")
+
+
+def _redact(text: str) -> str:
+    """Drop credentials from connection URLs that tools echo back."""
+    return re.sub(r"(postgres(?:ql)?://)[^@\s/]*@", r"\1***@", text)
+
+
+def _sling_url(url: str) -> str:
+    parts = urlsplit(url)
+    query = parts.query
+    if "sslmode=" not in query:
+        query = f"{query}&sslmode=disable" if query else "sslmode=disable"
+    return urlunsplit(parts._replace(query=query))
+
+
+# --- run log --------------------------------------------------------------------------------------
+
+def start_run(conn, mode: str) -> int:
+    with conn, conn.cursor() as cur:
+        # A run still "running" here was cut short (crash, kill): say so instead of leaving it open.
+        cur.execute(
+            "UPDATE analytic.refresh_run SET status = 'failed', finished_at = clock_timestamp(), "
+            "message = 'interrupted before it finished' WHERE status = 'running'"
+        )
+        cur.execute(
+            "INSERT INTO analytic.refresh_run (mode, status, lock_acquired_at) "
+            "VALUES (%s, 'running', clock_timestamp()) RETURNING refresh_run_id",
+            (mode,),
+        )
+        return cur.fetchone()[0]
+
+
+def finish_run(conn, result: RefreshResult) -> None:
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE analytic.refresh_run SET status = %s, finished_at = clock_timestamp(), "
+            "duration_ms = (extract(epoch FROM clock_timestamp() - started_at) * 1000)::int, "
+            "rows_extracted = %s, check_passed = %s, message = %s "
+            "WHERE refresh_run_id = %s RETURNING duration_ms",
+            (
+                result.status,
+                psycopg2.extras.Json(result.rows_extracted),
+                result.check_passed,
+                result.message,
+                result.refresh_run_id,
+            ),
+        )
+        result.duration_ms = cur.fetchone()[0]
+
+
+def record_skipped(conn, mode: str, message: str) -> int:
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO analytic.refresh_run (mode, status, finished_at, message) "
+            "VALUES (%s, 'skipped', clock_timestamp(), %s) RETURNING refresh_run_id",
+            (mode, message),
+        )
+        return cur.fetchone()[0]
+
+
+def last_watermark(cur) -> int:
+    cur.execute(
+        "SELECT watermark_after FROM analytic.refresh_run WHERE status = 'succeeded' AND watermark_after IS NOT NULL "
+        "ORDER BY refresh_run_id DESC LIMIT 1"
+    )
+    row = cur.fetchone()
+    return row[0] if row else 0
+
+
+# --- single flight --------------------------------------------------------------------------------
+
+@contextmanager
+def single_flight(settings: PipelineSettings) -> Iterator[Any]:
+    """Hold the refresh lock for the whole run; yields the analytic connection that holds it."""
+    conn = _connect(settings.analytic_db_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = %s", (f"{int(settings.lock_timeout_seconds * 1000)}ms",))
+            deadline = time.monotonic() + settings.lock_timeout_seconds
+            while True:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,))
+                if cur.fetchone()[0]:
+                    break
+                if time.monotonic() >= deadline:
+                    raise RefreshBusy(f"another refresh held the lock for over {settings.lock_timeout_seconds:.0f}s")
+                time.sleep(0.2)
+        conn.autocommit = False
+        yield conn
+    finally:
+        if not conn.closed:
+            conn.rollback()
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+            conn.close()
+
+
+# --- step 1: replicate ----------------------------------------------------------------------------
+
+def replicate(settings: PipelineSettings, conn, mode: str) -> dict[str, int]:
+    """Run the Sling replication; returns rows read per landing table. Raises RefreshFailed."""
+    if mode == "full":
+        # Reload every landing table from scratch (TRUNCATE keeps the tables' triggers and indexes;
+        # Sling's own full-refresh would drop them). The analytic table is untouched until step 2.
+        with conn, conn.cursor() as cur:
+            cur.execute("TRUNCATE stg.patient, stg.medical_record, stg.prescription")
+    settings.sling_home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "APP_DB": _sling_url(settings.app_db_url),
+        "ANALYTIC_DB": _sling_url(settings.analytic_db_url),
+        "SLING_HOME_DIR": str(settings.sling_home),
+        "SLING_DISABLE_TELEMETRY": "true",
+    }
+    completed = subprocess.run(
+        [find_sling_binary(), "run", "-r", str(REPLICATION)],
+        env=env, capture_output=True, text=True, timeout=3600, check=False,
+    )
+    output = completed.stdout + completed.stderr
+    if completed.returncode != 0:
+        fatal = output[output.find("fatal:"):] if "fatal:" in output else output[-2000:]
+        fatal = re.sub(r"\x1b\[[0-9;]*m", "", fatal)
+        raise RefreshFailed(f"Sling replication failed (exit {completed.returncode}): {_redact(fatal.strip())}")
+    return {table: int(rows) for rows, table in _INSERTED.findall(re.sub(r"\x1b\[[0-9;]*m", "", output))}
+
+
+# --- step 2: apply changes ------------------------------------------------------------------------
+
+def _reconcile_hard_deletes(cur, app_conn, result: RefreshResult) -> None:
+    """Remove landing rows whose source rows no longer exist (deleted outside the API).
+
+    Landing tables hold every source row (soft-deleted ones included), so a landing table with more
+    rows than its source has lost some to hard deletes; only then are the keys compared.
+    """
+    for table, key, affected_sql in _TABLES:
+        with app_conn.cursor() as src:
+            src.execute(f"SELECT count(*) FROM medical_app.{table}")
+            source_count = src.fetchone()[0]
+        cur.execute(f"SELECT count(*) FROM stg.{table}")
+        if cur.fetchone()[0] <= source_count:
+            result.rows_hard_deleted[table] = 0
+            continue
+        keys = io.BytesIO()
+        with app_conn.cursor() as src:
+            src.copy_expert(f"COPY (SELECT {key} FROM medical_app.{table}) TO STDOUT", keys)
+        keys.seek(0)
+        cur.execute(f"CREATE TEMP TABLE source_key_{table} (id bigint PRIMARY KEY) ON COMMIT DROP")
+        cur.copy_expert(f"COPY source_key_{table} (id) FROM STDIN", keys)
+        returning = "medical_record_id" if table == "prescription" else key
+        cur.execute(
+            f"DELETE FROM stg.{table} t WHERE NOT EXISTS (SELECT 1 FROM source_key_{table} k WHERE k.id = t.{key}) "
+            f"RETURNING t.{returning}"
+        )
+        removed = [r[0] for r in cur.fetchall()]
+        result.rows_hard_deleted[table] = len(removed)
+        if not removed:
+            continue
+        if affected_sql is None:
+            cur.execute("INSERT INTO affected_record SELECT unnest(%s::bigint[]) ON CONFLICT DO NOTHING", (removed,))
+        else:
+            cur.execute(f"INSERT INTO affected_record {affected_sql} ON CONFLICT DO NOTHING", (removed,))
+
+
+def apply_changes(conn, app_conn, result: RefreshResult) -> RefreshResult:
+    """Step 2, in one transaction on ``conn`` (which holds the refresh lock)."""
+    with conn.cursor() as cur:
+        watermark = last_watermark(cur)
+        cur.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM stg.change_seq")
+        new_watermark = cur.fetchone()[0]
+        result.watermark_before, result.watermark_after = watermark, new_watermark
+        for table, _key, _ in _TABLES:
+            cur.execute(f"SELECT count(*) FROM stg.{table} WHERE change_seq > %s", (watermark,))
+            result.rows_changed[table] = cur.fetchone()[0]
+        cur.execute("CREATE TEMP TABLE affected_record (medical_record_id bigint PRIMARY KEY) ON COMMIT DROP")
+        _reconcile_hard_deletes(cur, app_conn, result)
+        crash_point("before_merge")
+        if result.mode == "full":
+            cur.execute("SELECT count(*) FROM analytic.medical_record_denormalized")
+            result.rows_deleted = cur.fetchone()[0]
+            cur.execute(_sql("rebuild_all.sql"))
+            result.rows_inserted = cur.rowcount
+        else:
+            cur.execute(_sql("affected_records.sql"), {"watermark": watermark})
+            cur.execute(_sql("merge_affected.sql"))
+            result.rows_deleted, result.rows_inserted, result.rows_updated = cur.fetchone()
+        crash_point("inside_merge")
+        cur.execute(
+            "UPDATE analytic.refresh_run SET watermark_before = %s, watermark_after = %s, rows_changed = %s, "
+            "rows_hard_deleted = %s, rows_inserted = %s, rows_updated = %s, rows_deleted = %s "
+            "WHERE refresh_run_id = %s",
+            (
+                watermark, new_watermark,
+                psycopg2.extras.Json(result.rows_changed), psycopg2.extras.Json(result.rows_hard_deleted),
+                result.rows_inserted, result.rows_updated, result.rows_deleted, result.refresh_run_id,
+            ),
+        )
+    conn.commit()
+    return result
+
+
+# --- step 3: check --------------------------------------------------------------------------------
+
+def check(conn) -> tuple[int, int]:
+    """Raise RefreshFailed unless the analytic row count equals what the landing tables imply."""
+    with conn.cursor() as cur:
+        cur.execute(_sql("check.sql"))
+        analytic_rows, expected_rows = cur.fetchone()
+    conn.commit()
+    if analytic_rows != expected_rows:
+        raise RefreshFailed(
+            f"reconciliation failed: analytic table has {analytic_rows} rows, landing tables imply {expected_rows}"
+        )
+    return analytic_rows, expected_rows
+
+
+# --- a whole run, without Prefect -----------------------------------------------------------------
+
+def _call(_name: str, function: Any, *args: Any) -> Any:
+    return function(*args)
+
+
+def run_refresh(
+    mode: str = "incremental",
+    settings: PipelineSettings | None = None,
+    *,
+    step: Any = _call,
+) -> RefreshResult:
+    """One complete refresh. ``step(name, function, *args)`` runs each step: directly by default,
+    as a Prefect task in ``flow.py``."""
+    if mode not in ("incremental", "full"):
+        raise ValueError("mode must be 'incremental' or 'full'")
+    settings = settings or PipelineSettings.from_env()
+    try:
+        lock = single_flight(settings)
+        conn = lock.__enter__()
+    except RefreshBusy as busy:
+        skip_conn = _connect(settings.analytic_db_url)
+        try:
+            run_id = record_skipped(skip_conn, mode, str(busy))
+        finally:
+            skip_conn.close()
+        return RefreshResult(refresh_run_id=run_id, mode=mode, status="skipped", message=str(busy))
+    try:
+        result = RefreshResult(refresh_run_id=start_run(conn, mode), mode=mode, status="running")
+        try:
+            result.rows_extracted = step("replicate", replicate, settings, conn, mode)
+            crash_point("after_replication")
+            app_conn = _connect(settings.app_db_url)
+            try:
+                step("apply-changes", apply_changes, conn, app_conn, result)
+            finally:
+                app_conn.close()
+            step("check", check, conn)
+            result.check_passed = True
+            result.status = "succeeded"
+        except Exception as exc:
+            conn.rollback()
+            result.status = "failed"
+            result.message = _redact(str(exc))[:2000]
+            if isinstance(exc, RefreshFailed) and "reconciliation" in str(exc):
+                result.check_passed = False
+            finish_run(conn, result)
+            raise
+        finish_run(conn, result)
+        return result
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def summary_markdown(result: RefreshResult) -> str:
+    """The run as a short markdown report (the Prefect artifact of each run)."""
+    lines = [
+        f"# Analytics refresh {result.refresh_run_id}: {result.status}",
+        "",
+        f"mode **{result.mode}**, {result.duration_ms} ms, "
+        f"watermark {result.watermark_before} → {result.watermark_after}",
+        "",
+        "| table | rows read by Sling | landing rows changed | hard deletes found |",
+        "|---|---:|---:|---:|",
+    ]
+    for table in ("patient", "medical_record", "prescription"):
+        lines.append(
+            f"| {table} | {result.rows_extracted.get(table, 0)} | {result.rows_changed.get(table, 0)} "
+            f"| {result.rows_hard_deleted.get(table, 0)} |"
+        )
+    lines += [
+        "",
+        "| analytic rows inserted | updated | deleted | reconciliation |",
+        "|---:|---:|---:|---|",
+        f"| {result.rows_inserted} | {result.rows_updated} | {result.rows_deleted} | "
+        f"{'passed' if result.check_passed else 'failed' if result.check_passed is False else 'not run'} |",
+    ]
+    if result.message:
+        lines += ["", f"> {result.message}"]
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+-- Bring the analytic rows of the affected visits in line with the landing tables, writing only
+-- what differs: rows that should no longer exist are deleted, new rows inserted, and rows whose
+-- content hash changed updated (unchanged rows keep their updated_timestamp).
+WITH desired AS (
+    SELECT s.*
+    FROM analytic.medical_record_denormalized_source s
+    WHERE s.medical_record_id IN (SELECT medical_record_id FROM affected_record)
+),
+deleted AS (
+    DELETE FROM analytic.medical_record_denormalized d
+    WHERE d.medical_record_id IN (SELECT medical_record_id FROM affected_record)
+      AND NOT EXISTS (SELECT 1 FROM desired x WHERE x.row_key = d.row_key)
+    RETURNING 1
+),
+upserted AS (
+    INSERT INTO analytic.medical_record_denormalized AS d (
+        row_key, patient_id, id_card_num, first_name, last_name, birth_date, phone_num,
+        medical_record_id, hospital_name, doctor_full_name, diagnosis, symptom,
+        treatment_start_date, treatment_end_date, prescription_id, medicine_name, dose,
+        patient_updated_timestamp, medical_record_updated_timestamp, prescription_updated_timestamp, row_hash
+    )
+    SELECT row_key, patient_id, id_card_num, first_name, last_name, birth_date, phone_num,
+           medical_record_id, hospital_name, doctor_full_name, diagnosis, symptom,
+           treatment_start_date, treatment_end_date, prescription_id, medicine_name, dose,
+           patient_updated_timestamp, medical_record_updated_timestamp, prescription_updated_timestamp, row_hash
+    FROM desired
+    ON CONFLICT (row_key) DO UPDATE SET
+        patient_id = excluded.patient_id, id_card_num = excluded.id_card_num,
+        first_name = excluded.first_name, last_name = excluded.last_name,
+        birth_date = excluded.birth_date, phone_num = excluded.phone_num,
+        medical_record_id = excluded.medical_record_id, hospital_name = excluded.hospital_name,
+        doctor_full_name = excluded.doctor_full_name, diagnosis = excluded.diagnosis,
+        symptom = excluded.symptom, treatment_start_date = excluded.treatment_start_date,
+        treatment_end_date = excluded.treatment_end_date, prescription_id = excluded.prescription_id,
+        medicine_name = excluded.medicine_name, dose = excluded.dose,
+        patient_updated_timestamp = excluded.patient_updated_timestamp,
+        medical_record_updated_timestamp = excluded.medical_record_updated_timestamp,
+        prescription_updated_timestamp = excluded.prescription_updated_timestamp,
+        row_hash = excluded.row_hash,
+        updated_timestamp = now()
+    WHERE d.row_hash IS DISTINCT FROM excluded.row_hash
+    RETURNING (xmax = 0) AS inserted
+)
+SELECT (SELECT count(*) FROM deleted) AS deleted,
+       count(*) FILTER (WHERE inserted) AS inserted,
+       count(*) FILTER (WHERE NOT inserted) AS updated
+FROM upserted;
