@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 
-.PHONY: help venv test test-unit test-integration lint bench run token migrate clean reset openapi
+.PHONY: help venv test test-unit test-integration lint bench run token migrate clean reset openapi refresh
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ migrate: $(STAMP) ## apply database migrations to DATABASE_URL
 
 openapi: $(STAMP) ## print the OpenAPI document
 	@$(PY) -m tools.cli openapi
+
+refresh: $(STAMP) ## run one analytics refresh by hand against the `make run` databases (MODE=full to rebuild)
+	set -a && . .local/pipeline.env && set +a && PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 \
+		$(PY) -m pipeline.flow --mode $${MODE:-incremental}
 
 reset: ## stop the local database and delete its data
 	-$(PY) tools/pgcluster.py stop --data-dir .local/pg

@@ -26,7 +26,7 @@ SECRETS_FILE = LOCAL / "secrets.json"
 sys.path.insert(0, str(ROOT / "functions"))
 
 
-def local_secrets() -> dict[str, str]:
+def _load_or_create_secrets() -> dict[str, str]:
     """Secrets for local runs, generated once into .local/ (never committed)."""
     if SECRETS_FILE.exists():
         return json.loads(SECRETS_FILE.read_text())
@@ -34,6 +34,14 @@ def local_secrets() -> dict[str, str]:
     values = {"jwt_secret": secrets.token_urlsafe(48), "api_password": secrets.token_urlsafe(24)}
     SECRETS_FILE.write_text(json.dumps(values))
     SECRETS_FILE.chmod(0o600)
+    return values
+
+
+def local_secrets() -> dict[str, str]:
+    values = _load_or_create_secrets()
+    if "pipeline_password" not in values:  # added after the first release of this file
+        values["pipeline_password"] = secrets.token_urlsafe(24)
+        SECRETS_FILE.write_text(json.dumps(values))
     return values
 
 
@@ -141,6 +149,7 @@ def run(port: int, db_port: int | None) -> None:
     finally:
         conn.close()
     create_login(admin_url, "medrec_api", values["api_password"], "medical_api")
+    _prepare_analytics(cluster, values)
     env = {
         **os.environ,
         "DATABASE_URL": cluster.url("app", user="medrec_api", password=values["api_password"]),
@@ -168,6 +177,7 @@ def run(port: int, db_port: int | None) -> None:
         click.echo(f"\nAPI:       http://127.0.0.1:{port}  (OpenAPI at /openapi.json)")
         click.echo(f"database:  {cluster.url('app', user='medrec_api', password='***')}")  # noqa: S106
         click.echo(f"dev token: {auth.mint('dev-user', ['read', 'write', 'admin'], 12 * 3600)}")
+        click.echo("refresh:   make refresh   (analytic table: analytic.medical_record_denormalized)")
         click.echo("ready. Ctrl-C stops everything.")
         while not stopping and api.poll() is None:
             time.sleep(0.5)
@@ -177,6 +187,27 @@ def run(port: int, db_port: int | None) -> None:
             api.wait(timeout=10)
         cluster.stop()
         click.echo("stopped.")
+
+
+def _prepare_analytics(cluster, values: dict[str, str]) -> None:
+    """The analytic database, its migrations, the pipeline's read-only login and .local/pipeline.env."""
+    from chalicelib.migrations import apply_migrations
+    from pipeline.settings import PIPELINE_DIR
+
+    cluster.create_database("analytic")
+    conn = connect(cluster.url("analytic"))
+    try:
+        apply_migrations(conn, PIPELINE_DIR / "migrations", "analytic")
+    finally:
+        conn.close()
+    create_login(cluster.url("app"), "medrec_pipeline", values["pipeline_password"], "medical_reader")
+    env_file = LOCAL / "pipeline.env"
+    env_file.write_text(
+        f"APP_DB_URL={cluster.url('app', user='medrec_pipeline', password=values['pipeline_password'])}\n"
+        f"ANALYTIC_DB_URL={cluster.url('analytic')}\n"
+        f"SLING_HOME_DIR={LOCAL / 'sling'}\n"
+    )
+    env_file.chmod(0o600)
 
 
 def _wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
