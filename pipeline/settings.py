@@ -40,6 +40,7 @@ class PipelineSettings:
     analytic_db_url: str   # the analytic database, as its owner
     sling_home: Path
     lock_timeout_seconds: float = 600.0
+    global_check_interval_seconds: float = 3600.0
 
     @classmethod
     def from_env(cls) -> PipelineSettings:
@@ -51,4 +52,5 @@ class PipelineSettings:
             analytic_db_url=os.environ["ANALYTIC_DB_URL"],
             sling_home=Path(os.environ.get("SLING_HOME_DIR", Path.home() / ".sling")),
             lock_timeout_seconds=float(os.environ.get("REFRESH_LOCK_TIMEOUT_SECONDS", "600")),
+            global_check_interval_seconds=float(os.environ.get("REFRESH_GLOBAL_CHECK_SECONDS", "3600")),
         )

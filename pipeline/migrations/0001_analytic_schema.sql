@@ -123,13 +123,21 @@ CREATE TABLE analytic.refresh_run (
     rows_updated     integer,
     rows_deleted     integer,
     check_passed     boolean,
+    check_scope      text CHECK (check_scope IN ('affected', 'global')),  -- what the last check compared
     message          text
 );
 
 -- The one definition of the denormalized rows, computed from the landing tables. The refresh
 -- merges a filtered slice of it; the full rebuild and the reconciliation check read all of it.
+-- The hash names its columns (no whole-row reference), so the planner can push a filter on
+-- medical_record_id into both branches and a refresh reads only the affected visits.
 CREATE VIEW analytic.medical_record_denormalized_source AS
-SELECT s.*, md5(s::text)::uuid AS row_hash
+SELECT s.*,
+       md5(ROW(s.row_key, s.patient_id, s.id_card_num, s.first_name, s.last_name, s.birth_date,
+                     s.phone_num, s.medical_record_id, s.hospital_name, s.doctor_full_name, s.diagnosis,
+                     s.symptom, s.treatment_start_date, s.treatment_end_date, s.prescription_id,
+                     s.medicine_name, s.dose, s.patient_updated_timestamp, s.medical_record_updated_timestamp,
+                     s.prescription_updated_timestamp)::text)::uuid AS row_hash
 FROM (
     SELECT 'prescription:' || x.prescription_id AS row_key,
            p.patient_id, p.id_card_num, p.first_name, p.last_name, p.birth_date, p.phone_num,

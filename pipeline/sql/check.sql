@@ -1,3 +1,4 @@
--- Reconciliation: the analytic table must hold exactly the rows the landing tables imply.
+-- Global reconciliation: the analytic table holds as many rows as the landing tables imply.
+-- Reads every row, so it runs after a full rebuild and at most once per REFRESH_GLOBAL_CHECK_SECONDS.
 SELECT (SELECT count(*) FROM analytic.medical_record_denormalized) AS analytic_rows,
        (SELECT count(*) FROM analytic.medical_record_denormalized_source) AS expected_rows;

@@ -196,3 +196,19 @@ def test_sling_failure_fails_the_run_with_a_clear_message(pipeline):
     assert "Sling replication failed" in message and "secret-pw" not in message
     status, *_ = pipeline.runs()[-1]
     assert status == "failed"
+
+
+def test_a_table_that_disagrees_with_the_landing_tables_fails_the_run_loudly(pipeline):
+    activity = RandomActivity(pipeline, seed=23)
+    for _ in range(30):
+        activity.step()
+    assert pipeline.refresh().check_scope == "global"  # the first run checks the whole table
+    assert pipeline.refresh().check_scope == "affected"  # later ones check what they touched, until due
+    query(pipeline.analytic_url, "INSERT INTO analytic.medical_record_denormalized (row_key, patient_id, "
+                                 "medical_record_id, row_hash) VALUES ('bogus:1', 1, 1, gen_random_uuid())")
+    due_now = PipelineSettings(pipeline.settings.app_db_url, pipeline.settings.analytic_db_url,
+                               pipeline.settings.sling_home, global_check_interval_seconds=0)
+    with pytest.raises(refresh.RefreshFailed, match="reconciliation failed"):
+        refresh.run_refresh("incremental", due_now)
+    status, *_ = pipeline.runs()[-1]
+    assert status == "failed"
