@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 
-.PHONY: help venv test test-unit test-integration lint bench run token migrate clean reset openapi refresh
+.PHONY: help venv template check-infra test test-unit test-integration lint bench run token migrate clean reset openapi refresh
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -19,8 +19,23 @@ $(STAMP): requirements-dev.txt functions/requirements.txt pipeline/requirements.
 
 venv: $(STAMP) ## create .venv with the pinned dependencies
 
-test: $(STAMP) ## run the whole test suite against a throwaway PostgreSQL
+INFRA_STAMP := .venv-infra/.installed
+$(INFRA_STAMP): infra/requirements.txt
+	$(PYTHON) -m venv .venv-infra
+	.venv-infra/bin/python -m pip install --quiet -r infra/requirements.txt
+	touch $(INFRA_STAMP)
+
+template: $(STAMP) ## regenerate template.yaml and .build/deployment.zip from the Chalice app
+	$(PY) infra/build_template.py
+
+check-infra: $(STAMP) $(INFRA_STAMP) ## template drift, cfn-lint, sam validate --lint
+	$(PY) infra/build_template.py --check
+	.venv-infra/bin/cfn-lint template.yaml
+	SAM_CLI_TELEMETRY=0 .venv-infra/bin/sam validate --lint --region us-east-1 -t template.yaml
+
+test: $(STAMP) ## lint, infrastructure checks, then the whole suite against a throwaway PostgreSQL
 	$(PY) -m ruff check .
+	$(MAKE) --no-print-directory check-infra
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no I/O)

@@ -5,6 +5,7 @@ from chalice import AuthResponse, Chalice
 from chalicelib.api import auth, routing
 from chalicelib.api.meta import ALL_ROUTES
 from chalicelib.observability import logger
+from chalicelib.orchestration import tasks
 
 # Logging goes through the structured, PII-free logger only (see chalicelib/observability.py).
 app = Chalice(app_name="medical-records", configure_logs=False)
@@ -22,3 +23,16 @@ def jwt_authorizer(auth_request):
 
 for table in ALL_ROUTES:
     routing.install(app, table, authorizer=jwt_authorizer)
+
+
+# --- the analytics refresh's Step Functions tasks (state_machines/refresh_analytics.asl.json) ---------
+
+
+@app.lambda_function(name="start_refresh")
+def start_refresh(event, context):
+    return tasks.start_refresh(event)
+
+
+@app.lambda_function(name="refresh_status")
+def refresh_status(event, context):
+    return tasks.refresh_status(event)

@@ -130,7 +130,8 @@ def openapi() -> None:
 @cli.command()
 @click.option("--port", default=8000, show_default=True, help="API port")
 @click.option("--db-port", default=None, type=int, help="PostgreSQL port (default: kept from the last run)")
-def run(port: int, db_port: int | None) -> None:
+@click.option("--sample-patients", default=100, show_default=True, help="demo patients loaded into an empty database")
+def run(port: int, db_port: int | None, sample_patients: int) -> None:
     """Start the embedded PostgreSQL and the API (chalice local); Ctrl-C stops both."""
     from tools.pgcluster import PostgresCluster
 
@@ -150,6 +151,7 @@ def run(port: int, db_port: int | None) -> None:
         conn.close()
     create_login(admin_url, "medrec_api", values["api_password"], "medical_api")
     _prepare_analytics(cluster, values)
+    _load_demo_data(admin_url, sample_patients)
     env = {
         **os.environ,
         "DATABASE_URL": cluster.url("app", user="medrec_api", password=values["api_password"]),
@@ -208,6 +210,26 @@ def _prepare_analytics(cluster, values: dict[str, str]) -> None:
         f"SLING_HOME_DIR={LOCAL / 'sling'}\n"
     )
     env_file.chmod(0o600)
+
+
+def _load_demo_data(owner_url: str, patients: int) -> None:
+    """The original system's 8 sample patients plus generated ones, into an empty database only."""
+    from pipeline.generate import generate, load_fixture
+
+    conn = connect(owner_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT EXISTS (SELECT 1 FROM medical_app.patient)")
+            if cur.fetchone()[0]:
+                return
+        conn.commit()
+        load_fixture(conn)
+        if patients:
+            generate(conn, patients=patients, records_per_patient=2.5, prescriptions_per_record=2.0, seed=42,
+                     progress=patients >= 20_000)
+        click.echo(f"loaded demo data: 8 fixture patients + {patients} generated")
+    finally:
+        conn.close()
 
 
 def _wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None:

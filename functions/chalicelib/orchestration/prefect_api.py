@@ -1,0 +1,60 @@
+"""A minimal client for the Prefect REST API (stdlib only: it runs inside the API's Lambda bundle).
+
+Only what the state machine needs: start a run of a deployment, read a run's state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+
+class PrefectUnavailable(RuntimeError):
+    """The Prefect API could not be reached or refused the request (worth a retry)."""
+
+
+@dataclass(frozen=True)
+class PrefectApi:
+    url: str                      # e.g. http://127.0.0.1:4200/api
+    api_key: str | None = None    # Prefect Cloud only
+    timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls) -> PrefectApi:
+        url = os.environ.get("PREFECT_API_URL")
+        if not url:
+            raise PrefectUnavailable("PREFECT_API_URL is not set")
+        return cls(url.rstrip("/"), os.environ.get("PREFECT_API_KEY") or None)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)  # noqa: S310
+        request.add_header("Content-Type", "application/json")
+        if self.api_key:
+            request.add_header("Authorization", f"Bearer {self.api_key}")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            raise PrefectUnavailable(f"Prefect API answered {exc.code} for {method} {path}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise PrefectUnavailable(f"Prefect API unreachable: {type(exc).__name__}") from None
+
+    def start_deployment_run(self, deployment: str, parameters: dict[str, Any]) -> str:
+        """``deployment`` is "<flow name>/<deployment name>"; returns the new flow run's id."""
+        flow_name, _, deployment_name = deployment.partition("/")
+        quoted = f"{urllib.parse.quote(flow_name)}/{urllib.parse.quote(deployment_name)}"
+        deployment_id = self._call("GET", f"/deployments/name/{quoted}")["id"]
+        run = self._call("POST", f"/deployments/{deployment_id}/create_flow_run", {"parameters": parameters})
+        return str(run["id"])
+
+    def flow_run_state(self, flow_run_id: str) -> tuple[str, str]:
+        """(state type, message): SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CRASHED, CANCELLED, ..."""
+        run = self._call("GET", f"/flow_runs/{urllib.parse.quote(flow_run_id)}")
+        state = run.get("state") or {}
+        return str(state.get("type") or "PENDING"), str(state.get("message") or "")
