@@ -25,6 +25,14 @@ $(INFRA_STAMP): infra/requirements.txt
 	.venv-infra/bin/python -m pip install --quiet -r infra/requirements.txt
 	touch $(INFRA_STAMP)
 
+MINISTACK_STAMP := .venv-ministack/.installed
+$(MINISTACK_STAMP): infra/localstack/requirements-ministack.txt
+	$(PYTHON) -m venv .venv-ministack
+	.venv-ministack/bin/python -m pip install --quiet -r infra/localstack/requirements-ministack.txt
+	touch $(MINISTACK_STAMP)
+
+ministack: $(MINISTACK_STAMP) ## install the no-Docker AWS emulator into .venv-ministack
+
 template: $(STAMP) ## regenerate template.yaml and .build/deployment.zip from the Chalice app
 	$(PY) infra/build_template.py
 
@@ -33,7 +41,7 @@ check-infra: $(STAMP) $(INFRA_STAMP) ## template drift, cfn-lint, sam validate -
 	.venv-infra/bin/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 .venv-infra/bin/sam validate --lint --region us-east-1 -t template.yaml
 
-test: $(STAMP) ## lint, infrastructure checks, then the whole suite against a throwaway PostgreSQL
+test: $(STAMP) $(MINISTACK_STAMP) ## lint, infrastructure checks, then the whole suite against a throwaway PostgreSQL
 	$(PY) -m ruff check .
 	$(MAKE) --no-print-directory check-infra
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)

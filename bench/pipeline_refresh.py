@@ -315,7 +315,7 @@ class Bench:
             **(extra or {}),
         }
         log(f"{name}: {wall:.2f} s (Sling {row['sling_s']:.2f} s, apply {row['apply_s']:.2f} s, "
-            f"check {row['check_s']:.2f} s); extracted {result.rows_extracted}, changed {result.rows_changed}, "
+            f"check {_s(row['check_s'])} s); extracted {result.rows_extracted}, changed {result.rows_changed}, "
             f"+{result.rows_inserted} ~{result.rows_updated} -{result.rows_deleted}")  # fmt: skip
         self.rows.append(row)
         return row

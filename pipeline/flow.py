@@ -53,10 +53,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["incremental", "full"], default="incremental")
     parser.add_argument("--serve", action="store_true", help="serve the flow with a schedule (needs a Prefect server)")
-    parser.add_argument("--interval", type=int, default=900, help="schedule interval in seconds (with --serve)")
+    parser.add_argument("--interval", type=int, default=900,
+                        help="schedule interval in seconds (with --serve; 0: no schedule, runs only when triggered)")
     args = parser.parse_args(argv)
     if args.serve:
-        refresh_analytics.serve(name="refresh-analytics", interval=args.interval, parameters={"mode": args.mode})
+        schedule = {"interval": args.interval} if args.interval > 0 else {}
+        refresh_analytics.serve(name="refresh-analytics", parameters={"mode": args.mode}, **schedule)
         return 0
     try:
         result = refresh_analytics(mode=args.mode)

@@ -1,0 +1,196 @@
+"""Deploy template.yaml to an AWS endpoint: LocalStack, ministack (Lambda without Docker), or AWS.
+
+    python -m infra.localstack.deploy --endpoint-url http://127.0.0.1:4566 \\
+        --database-url postgresql://medrec_api:...@db:5432/app \\
+        --migration-database-url postgresql://postgres:...@db:5432/app \\
+        --prefect-api-url http://prefect:4200/api
+
+Steps: build the bundle and template (infra/build_template.py); upload the bundle; store the
+database and token secrets in Secrets Manager (as medical-records/...); create the stack or update
+it in place; apply the database migrations; print the API URL. Running it twice updates in place.
+Secrets are read from the environment (JWT_SECRET) or the options, never from the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "functions"))
+
+DEFAULT_STACK = "medical-records"
+BUCKET = "medical-records-deployments"
+_DONE = {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
+_FAILED = {"CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "UPDATE_ROLLBACK_COMPLETE",
+           "UPDATE_ROLLBACK_FAILED", "UPDATE_FAILED", "DELETE_COMPLETE"}
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+def clients(endpoint_url: str | None, region: str):
+    import boto3
+
+    session = boto3.session.Session(
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", "test" if endpoint_url else None),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "test" if endpoint_url else None),
+        region_name=region,
+    )
+    make = lambda name: session.client(name, endpoint_url=endpoint_url)  # noqa: E731
+    return make("s3"), make("cloudformation"), make("secretsmanager")
+
+
+def rds_secret(database_url: str) -> str:
+    """An RDS-style secret (what DATABASE_SECRET_ARN points at) from a postgresql:// URL."""
+    parts = urlsplit(database_url)
+    return json.dumps({
+        "engine": "postgres",
+        "host": parts.hostname,
+        "port": parts.port or 5432,
+        "dbname": parts.path.lstrip("/") or "app",
+        "username": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "sslmode": "prefer",
+    })
+
+
+def put_secret(secrets, name: str, value: str) -> str:
+    try:
+        return secrets.create_secret(Name=name, SecretString=value)["ARN"]
+    except secrets.exceptions.ResourceExistsException:
+        secrets.put_secret_value(SecretId=name, SecretString=value)
+        return secrets.describe_secret(SecretId=name)["ARN"]
+
+
+def upload(s3, path: Path, prefix: str) -> str:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    key = f"{prefix}-{digest}{path.suffix}"
+    try:
+        s3.head_bucket(Bucket=BUCKET)
+    except Exception:
+        s3.create_bucket(Bucket=BUCKET)
+    s3.upload_file(str(path), BUCKET, key)
+    return key
+
+
+def deployable_template(code_key: str) -> str:
+    """template.yaml with the bundle in S3 and the state machine definition inlined."""
+    template = yaml.safe_load((ROOT / "template.yaml").read_text())
+    for resource in template["Resources"].values():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::Serverless::Function":
+            props["CodeUri"] = f"s3://{BUCKET}/{code_key}"
+        if resource["Type"] == "AWS::Serverless::StateMachine" and "DefinitionUri" in props:
+            props["Definition"] = json.loads((ROOT / props.pop("DefinitionUri")).read_text())
+    return json.dumps(template)
+
+
+def wait(cloudformation, stack: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        description = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
+        status = description["StackStatus"]
+        if status in _DONE:
+            return description
+        if status in _FAILED:
+            reason = description.get("StackStatusReason") or ""
+            raise DeployError(f"stack {stack} ended in {status} {reason}".strip())
+        time.sleep(1)
+    raise DeployError(f"stack {stack} did not finish within {timeout:.0f}s")
+
+
+def deploy_stack(cloudformation, stack: str, body: str, parameters: dict[str, str]) -> dict:
+    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
+    caps = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
+    try:
+        cloudformation.describe_stacks(StackName=stack)
+        exists = True
+    except cloudformation.exceptions.ClientError:
+        exists = False
+    if exists:
+        try:
+            cloudformation.update_stack(StackName=stack, TemplateBody=body, Parameters=params, Capabilities=caps)
+        except cloudformation.exceptions.ClientError as exc:
+            if "No updates" not in str(exc):
+                raise
+    else:
+        cloudformation.create_stack(StackName=stack, TemplateBody=body, Parameters=params, Capabilities=caps)
+    return wait(cloudformation, stack)
+
+
+def api_url(endpoint_url: str | None, outputs: dict[str, str]) -> str:
+    if endpoint_url:  # LocalStack and ministack serve a REST API under this path
+        return f"{endpoint_url.rstrip('/')}/restapis/{outputs['RestAPIId']}/api/_user_request_"
+    return outputs["EndpointURL"].rstrip("/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.localstack.deploy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"),
+                        help="AWS endpoint (default $AWS_ENDPOINT_URL; unset = real AWS)")
+    parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    parser.add_argument("--stack-name", default=DEFAULT_STACK)
+    parser.add_argument("--database-url", default=os.environ.get("API_DATABASE_URL"),
+                        help="the API login's URL, stored as the medical-records/database secret")
+    parser.add_argument("--migration-database-url", default=os.environ.get("MIGRATION_DATABASE_URL"),
+                        help="owner URL to apply migrations with (skipped when not given)")
+    parser.add_argument("--prefect-api-url", default=os.environ.get("PREFECT_API_URL", "http://127.0.0.1:4200/api"))
+    parser.add_argument("--refresh-schedule", default=os.environ.get("REFRESH_SCHEDULE", "rate(15 minutes)"))
+    parser.add_argument("--refresh-poll-seconds", default=os.environ.get("REFRESH_POLL_SECONDS", "10"))
+    parser.add_argument("--skip-build", action="store_true", help="use the existing template.yaml and bundle")
+    args = parser.parse_args(argv)
+    jwt_secret = os.environ.get("JWT_SECRET")
+    if not args.database_url or not jwt_secret:
+        parser.error("needs --database-url (or API_DATABASE_URL) and JWT_SECRET in the environment")
+    try:
+        if not args.skip_build:
+            from infra.build_template import build
+
+            if build(check=False) != 0:
+                return 1
+        s3, cloudformation, secrets = clients(args.endpoint_url, args.region)
+        code_key = upload(s3, ROOT / ".build" / "deployment.zip", "deployment")
+        parameters = {
+            "DatabaseSecretArn": put_secret(secrets, "medical-records/database", rds_secret(args.database_url)),
+            "JwtSecretArn": put_secret(secrets, "medical-records/jwt", jwt_secret),
+            "PrefectApiUrl": args.prefect_api_url,
+            "RefreshSchedule": args.refresh_schedule,
+            "RefreshPollSeconds": str(args.refresh_poll_seconds),
+        }
+        stack = deploy_stack(cloudformation, args.stack_name, deployable_template(code_key), parameters)
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        if args.migration_database_url:
+            import psycopg2
+
+            from chalicelib.migrations import apply_migrations
+
+            conn = psycopg2.connect(args.migration_database_url)
+            try:
+                applied = apply_migrations(conn)
+            finally:
+                conn.close()
+            print(f"migrations applied: {', '.join(applied) or 'none pending'}")
+    except Exception as exc:
+        print(f"deploy failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({
+        "stack": args.stack_name,
+        "api_url": api_url(args.endpoint_url, outputs),
+        "state_machine_arn": outputs.get("RefreshStateMachineArn"),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

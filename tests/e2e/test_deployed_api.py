@@ -1,0 +1,43 @@
+"""The API deployed by the deploy command, called over HTTP through the emulated API Gateway."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+
+from tests.e2e.conftest import http
+from tests.helpers import patient_body, record_body
+
+
+def token(secret: str, scopes: str = "read write admin") -> str:
+    now = int(time.time())
+    claims = {"sub": "e2e-clinician", "scope": scopes, "iss": "medical-records", "aud": "medical-records-api",
+              "iat": now, "exp": now + 600}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def test_crud_over_http_through_the_deployed_stack(deployed):
+    api, tok = deployed["api_url"], token(deployed["jwt_secret"])
+    assert http("GET", f"{api}/health")[0] == 200
+    assert http("GET", f"{api}/v1/patients")[0] == 401
+    assert http("GET", f"{api}/v1/patients", token=token("some-other-secret-entirely-0123456789"))[0] == 401
+
+    status, headers, patient = http("POST", f"{api}/v1/patients", patient_body(), tok)
+    assert status == 201, patient
+    pid = patient["patientId"]
+    status, headers, read = http("GET", f"{api}/v1/patients/{pid}", token=tok)
+    assert status == 200 and read == patient
+    assert {k.lower(): v for k, v in headers.items()}["etag"] == '"1"'
+    status, _, updated = http("PATCH", f"{api}/v1/patients/{pid}", {"lastName": "Deployed"}, tok,
+                              headers={"If-Match": '"1"'})
+    assert status == 200 and updated["lastName"] == "Deployed"
+    assert http("PATCH", f"{api}/v1/patients/{pid}", {"lastName": "Stale"}, tok, headers={"If-Match": '"1"'})[0] == 412
+    status, _, record = http("POST", f"{api}/v1/patients/{pid}/medical-records", record_body(), tok)
+    assert status == 201
+    assert http("GET", f"{api}/medicalrecord/{pid}", token=tok)[2]["medicalRecords"][0]["medicalRecordID"] == record[
+        "medicalRecordId"]
+    assert http("POST", f"{api}/v1/patients", {"idCardNum": "12"}, tok)[0] == 400
+    assert http("GET", f"{api}/v1/patients/{pid}", token=token(deployed["jwt_secret"], "write"))[0] == 403
+    assert http("DELETE", f"{api}/v1/patients/{pid}", token=tok)[0] == 204
+    assert http("GET", f"{api}/v1/patients/{pid}", token=tok)[0] == 410
