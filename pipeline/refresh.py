@@ -253,6 +253,35 @@ def _reconcile_hard_deletes(cur, app_conn, result: RefreshResult) -> None:
             cur.execute(f"INSERT INTO affected_record {affected_sql} ON CONFLICT DO NOTHING", (removed,))
 
 
+@contextmanager
+def _indexes_rebuilt_after(cur, schema: str, table: str) -> Iterator[None]:
+    """Drop the table's indexes (primary key included) for a bulk load and build them again after:
+    one sorted build is several times faster than maintaining them row by row. The definitions are
+    read from the catalogue, so the migration stays their only source."""
+    qualified = f"{schema}.{table}"
+    cur.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",
+        (qualified,),
+    )
+    primary_keys = cur.fetchall()
+    cur.execute(
+        "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = %s AND i.tablename = %s "
+        "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname AND c.conrelid = %s::regclass)",
+        (schema, table, qualified),
+    )
+    indexes = cur.fetchall()
+    for name, _ in primary_keys:
+        cur.execute(f'ALTER TABLE {qualified} DROP CONSTRAINT "{name}"')
+    for name, _ in indexes:
+        cur.execute(f'DROP INDEX {schema}."{name}"')
+    cur.execute("SET LOCAL maintenance_work_mem = '256MB'")
+    yield
+    for name, definition in primary_keys:
+        cur.execute(f'ALTER TABLE {qualified} ADD CONSTRAINT "{name}" {definition}')
+    for _, definition in indexes:
+        cur.execute(definition)
+
+
 def apply_changes(conn, app_conn, result: RefreshResult) -> RefreshResult:
     """Step 2, in one transaction on ``conn`` (which holds the refresh lock)."""
     with conn.cursor() as cur:
@@ -269,8 +298,9 @@ def apply_changes(conn, app_conn, result: RefreshResult) -> RefreshResult:
         if result.mode == "full":
             cur.execute("SELECT count(*) FROM analytic.medical_record_denormalized")
             result.rows_deleted = cur.fetchone()[0]
-            cur.execute(_sql("rebuild_all.sql"))
-            result.rows_inserted = cur.rowcount
+            with _indexes_rebuilt_after(cur, "analytic", "medical_record_denormalized"):
+                cur.execute(_sql("rebuild_all.sql"))
+                result.rows_inserted = cur.rowcount
         else:
             cur.execute(_sql("affected_records.sql"), {"watermark": watermark})
             cur.execute("ANALYZE affected_record")  # a temp table has no statistics until analysed

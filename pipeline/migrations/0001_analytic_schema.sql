@@ -127,17 +127,16 @@ CREATE TABLE analytic.refresh_run (
     message          text
 );
 
--- The one definition of the denormalized rows, computed from the landing tables. The refresh
--- merges a filtered slice of it; the full rebuild and the reconciliation check read all of it.
--- The hash names its columns (no whole-row reference), so the planner can push a filter on
--- medical_record_id into both branches and a refresh reads only the affected visits.
-CREATE VIEW analytic.medical_record_denormalized_source AS
-SELECT s.*,
-       md5(ROW(s.row_key, s.patient_id, s.id_card_num, s.first_name, s.last_name, s.birth_date,
-                     s.phone_num, s.medical_record_id, s.hospital_name, s.doctor_full_name, s.diagnosis,
-                     s.symptom, s.treatment_start_date, s.treatment_end_date, s.prescription_id,
-                     s.medicine_name, s.dose, s.patient_updated_timestamp, s.medical_record_updated_timestamp,
-                     s.prescription_updated_timestamp)::text)::uuid AS row_hash
+-- The one definition of the denormalized rows, computed from the landing tables: one view per kind
+-- of row, and their union. The refresh filters each kind by the affected visits (so the planner reads
+-- only those, by index); the full rebuild and the global check read the union.
+CREATE VIEW analytic.denormalized_prescription_rows AS
+SELECT q.*,
+       md5(ROW(q.row_key, q.patient_id, q.id_card_num, q.first_name, q.last_name, q.birth_date, q.phone_num,
+               q.medical_record_id, q.hospital_name, q.doctor_full_name, q.diagnosis, q.symptom,
+               q.treatment_start_date, q.treatment_end_date, q.prescription_id, q.medicine_name, q.dose,
+               q.patient_updated_timestamp, q.medical_record_updated_timestamp,
+               q.prescription_updated_timestamp)::text)::uuid AS row_hash
 FROM (
     SELECT 'prescription:' || x.prescription_id AS row_key,
            p.patient_id, p.id_card_num, p.first_name, p.last_name, p.birth_date, p.phone_num,
@@ -151,13 +150,25 @@ FROM (
     JOIN stg.medical_record r ON r.medical_record_id = x.medical_record_id
     JOIN stg.patient p ON p.patient_id = r.patient_id
     WHERE x.deleted_timestamp IS NULL AND r.deleted_timestamp IS NULL AND p.deleted_timestamp IS NULL
-    UNION ALL
-    SELECT 'medical_record:' || r.medical_record_id,
+) q;
+
+-- A live visit with no live prescription still gets one row (prescription columns null).
+CREATE VIEW analytic.denormalized_visit_rows AS
+SELECT q.*,
+       md5(ROW(q.row_key, q.patient_id, q.id_card_num, q.first_name, q.last_name, q.birth_date, q.phone_num,
+               q.medical_record_id, q.hospital_name, q.doctor_full_name, q.diagnosis, q.symptom,
+               q.treatment_start_date, q.treatment_end_date, q.prescription_id, q.medicine_name, q.dose,
+               q.patient_updated_timestamp, q.medical_record_updated_timestamp,
+               q.prescription_updated_timestamp)::text)::uuid AS row_hash
+FROM (
+    SELECT 'medical_record:' || r.medical_record_id AS row_key,
            p.patient_id, p.id_card_num, p.first_name, p.last_name, p.birth_date, p.phone_num,
            r.medical_record_id, r.hospital_name, r.doctor_full_name, r.diagnosis, r.symptom,
            r.treatment_start_date, r.treatment_end_date,
-           NULL::bigint, NULL::varchar(50), NULL::varchar(50),
-           p.updated_timestamp, r.updated_timestamp, NULL::timestamptz
+           NULL::bigint AS prescription_id, NULL::varchar(50) AS medicine_name, NULL::varchar(50) AS dose,
+           p.updated_timestamp AS patient_updated_timestamp,
+           r.updated_timestamp AS medical_record_updated_timestamp,
+           NULL::timestamptz AS prescription_updated_timestamp
     FROM stg.medical_record r
     JOIN stg.patient p ON p.patient_id = r.patient_id
     WHERE r.deleted_timestamp IS NULL AND p.deleted_timestamp IS NULL
@@ -165,4 +176,9 @@ FROM (
           SELECT 1 FROM stg.prescription x
           WHERE x.medical_record_id = r.medical_record_id AND x.deleted_timestamp IS NULL
       )
-) s;
+) q;
+
+CREATE VIEW analytic.medical_record_denormalized_source AS
+SELECT * FROM analytic.denormalized_prescription_rows
+UNION ALL
+SELECT * FROM analytic.denormalized_visit_rows;

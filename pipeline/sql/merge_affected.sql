@@ -1,10 +1,14 @@
 -- Bring the analytic rows of the affected visits in line with the landing tables, writing only
 -- what differs: rows that should no longer exist are deleted, new rows inserted, and rows whose
 -- content hash changed updated (unchanged rows keep their updated_timestamp).
+-- Each kind of row is filtered by the affected visits on its own, so the planner reads only those
+-- visits by index (a filter on the union of both would make it compute the whole union).
 WITH desired AS (
-    SELECT s.*
-    FROM analytic.medical_record_denormalized_source s
-    WHERE s.medical_record_id IN (SELECT medical_record_id FROM affected_record)
+    SELECT * FROM analytic.denormalized_prescription_rows
+    WHERE medical_record_id IN (SELECT medical_record_id FROM affected_record)
+    UNION ALL
+    SELECT * FROM analytic.denormalized_visit_rows
+    WHERE medical_record_id IN (SELECT medical_record_id FROM affected_record)
 ),
 deleted AS (
     DELETE FROM analytic.medical_record_denormalized d

@@ -181,7 +181,11 @@ def test_full_mode_rebuilds_from_scratch(pipeline):
         activity.step()
     pipeline.refresh()
     query(pipeline.analytic_url, "UPDATE analytic.medical_record_denormalized SET dose = 'drifted'")
+    indexes_sql = ("SELECT indexdef FROM pg_indexes WHERE schemaname = 'analytic' "
+                   "AND tablename = 'medical_record_denormalized' ORDER BY indexname")
+    indexes = query(pipeline.analytic_url, indexes_sql)
     result = pipeline.refresh("full")
+    assert query(pipeline.analytic_url, indexes_sql) == indexes  # dropped for the load, built again
     assert result.status == "succeeded" and result.rows_inserted == len(pipeline.reference())
     assert pipeline.analytic() == pipeline.reference()
     assert pipeline.refresh().rows_updated == 0
