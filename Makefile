@@ -36,10 +36,11 @@ ministack: $(MINISTACK_STAMP) ## install the no-Docker AWS emulator into .venv-m
 template: $(STAMP) ## regenerate template.yaml and .build/deployment.zip from the Chalice app
 	$(PY) infra/build_template.py
 
-check-infra: $(STAMP) $(INFRA_STAMP) ## template drift, cfn-lint, sam validate --lint
+check-infra: $(STAMP) $(INFRA_STAMP) ## template drift, cfn-lint, sam validate --lint, compose schema
 	$(PY) infra/build_template.py --check
 	.venv-infra/bin/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 .venv-infra/bin/sam validate --lint --region us-east-1 -t template.yaml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 test: $(STAMP) $(MINISTACK_STAMP) ## lint, infrastructure checks, then the whole suite against a throwaway PostgreSQL
 	$(PY) -m ruff check .

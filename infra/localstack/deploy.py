@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "functions"))
+sys.path[:0] = [str(ROOT / "functions"), str(ROOT)]
 
 DEFAULT_STACK = "medical-records"
 BUCKET = "medical-records-deployments"
@@ -38,7 +38,13 @@ class DeployError(RuntimeError):
     pass
 
 
-def clients(endpoint_url: str | None, region: str):
+def clients(endpoint_url: str | None, region: str, localstack: bool = False):
+    if localstack:
+        # localstack-client knows LocalStack's endpoints (LOCALSTACK_HOST, default localhost:4566).
+        from localstack_client.session import Session
+
+        session = Session(region_name=region)
+        return session.client("s3"), session.client("cloudformation"), session.client("secretsmanager")
     import boto3
 
     session = boto3.session.Session(
@@ -134,17 +140,56 @@ def api_url(endpoint_url: str | None, outputs: dict[str, str]) -> str:
     return outputs["EndpointURL"].rstrip("/")
 
 
+def _migrate(url: str, *location: object) -> list[str]:
+    import psycopg2
+
+    from chalicelib.migrations import apply_migrations
+
+    conn = psycopg2.connect(url)
+    try:
+        return apply_migrations(conn, *location)
+    finally:
+        conn.close()
+
+
+def migrate_databases(args: argparse.Namespace) -> None:
+    """Application migrations, then the least-privilege logins, then the analytic migrations."""
+    applied = _migrate(args.migration_database_url)
+    print(f"application migrations applied: {', '.join(applied) or 'none pending'}", file=sys.stderr)
+    if args.create_logins:
+        from tools.cli import create_login
+
+        for url, role in ((args.database_url, "medical_api"), (args.pipeline_database_url, "medical_reader")):
+            if url:
+                parts = urlsplit(url)
+                create_login(args.migration_database_url, unquote(parts.username or ""), unquote(parts.password or ""),
+                             role)
+    if args.analytic_database_url:
+        from pipeline.settings import PIPELINE_DIR
+
+        applied = _migrate(args.analytic_database_url, PIPELINE_DIR / "migrations", "analytic")
+        print(f"analytic migrations applied: {', '.join(applied) or 'none pending'}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.localstack.deploy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"),
                         help="AWS endpoint (default $AWS_ENDPOINT_URL; unset = real AWS)")
+    parser.add_argument("--localstack", action="store_true",
+                        help="target LocalStack through localstack-client (LOCALSTACK_HOST, default localhost:4566)")
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     parser.add_argument("--stack-name", default=DEFAULT_STACK)
     parser.add_argument("--database-url", default=os.environ.get("API_DATABASE_URL"),
                         help="the API login's URL, stored as the medical-records/database secret")
     parser.add_argument("--migration-database-url", default=os.environ.get("MIGRATION_DATABASE_URL"),
                         help="owner URL to apply migrations with (skipped when not given)")
+    parser.add_argument("--analytic-database-url", default=os.environ.get("ANALYTIC_DATABASE_URL"),
+                        help="owner URL of the analytic database, to apply the pipeline's migrations")
+    parser.add_argument("--pipeline-database-url", default=os.environ.get("PIPELINE_DATABASE_URL"),
+                        help="the pipeline's read-only login URL (created with --create-logins)")
+    parser.add_argument("--create-logins", action="store_true",
+                        help="create/refresh the API and pipeline logins named in their URLs (needs the owner URL)")
     parser.add_argument("--prefect-api-url", default=os.environ.get("PREFECT_API_URL", "http://127.0.0.1:4200/api"))
     parser.add_argument("--refresh-schedule", default=os.environ.get("REFRESH_SCHEDULE", "rate(15 minutes)"))
     parser.add_argument("--refresh-poll-seconds", default=os.environ.get("REFRESH_POLL_SECONDS", "10"))
@@ -159,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
 
             if build(check=False) != 0:
                 return 1
-        s3, cloudformation, secrets = clients(args.endpoint_url, args.region)
+        if args.localstack and not args.endpoint_url:
+            args.endpoint_url = f"http://{os.environ.get('LOCALSTACK_HOST', 'localhost:4566')}"
+        s3, cloudformation, secrets = clients(args.endpoint_url, args.region, args.localstack)
         code_key = upload(s3, ROOT / ".build" / "deployment.zip", "deployment")
         parameters = {
             "DatabaseSecretArn": put_secret(secrets, "medical-records/database", rds_secret(args.database_url)),
@@ -171,16 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = deploy_stack(cloudformation, args.stack_name, deployable_template(code_key), parameters)
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         if args.migration_database_url:
-            import psycopg2
-
-            from chalicelib.migrations import apply_migrations
-
-            conn = psycopg2.connect(args.migration_database_url)
-            try:
-                applied = apply_migrations(conn)
-            finally:
-                conn.close()
-            print(f"migrations applied: {', '.join(applied) or 'none pending'}")
+            migrate_databases(args)
     except Exception as exc:
         print(f"deploy failed: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,60 @@
+"""docker-compose.yml, checked without Docker: its schema is checked by `make check-infra`; here,
+that everything it refers to exists and every variable it uses is in the example env file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_build_contexts_and_dockerfiles_exist():
+    for name, service in compose()["services"].items():
+        build = service.get("build")
+        if build:
+            context = ROOT / build["context"]
+            assert context.is_dir(), name
+            assert (context / build.get("dockerfile", "Dockerfile")).is_file(), name
+
+
+def test_every_variable_is_in_the_example_env_file():
+    text = (ROOT / "docker-compose.yml").read_text()
+    used = set(re.findall(r"\$\{(\w+)\}", text)) | set(re.findall(r"\$\$\{(\w+)\}", text))
+    example = (ROOT / ".env.example").read_text()
+    defined = set(re.findall(r"^(\w+)=", example, flags=re.MULTILINE))
+    assert used <= defined, used - defined
+    assert (ROOT / ".gitignore").read_text().count(".env") >= 1  # the real .env is never committed
+
+
+def test_services_wait_for_what_they_need():
+    services = compose()["services"]
+    for name, service in services.items():
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert dependency in services, (name, dependency)
+            wanted = condition["condition"]
+            if wanted == "service_healthy":
+                assert "healthcheck" in services[dependency], (name, dependency)
+    assert services["deployer"]["restart"] == "no"
+    assert services["pipeline"]["depends_on"]["deployer"]["condition"] == "service_completed_successfully"
+    assert services["localstack"]["image"] == "localstack/localstack:4.14.0"  # needs no auth token
+    # the Lambda containers must reach the databases by service name
+    assert services["localstack"]["environment"]["LAMBDA_DOCKER_NETWORK"] == "medical-records_default"
+    assert compose()["name"] == "medical-records"
+
+
+def test_the_deploy_command_accepts_what_compose_passes():
+    from infra.localstack.deploy import main
+
+    command = compose()["services"]["deployer"]["command"]
+    assert command[:3] == ["python", "-m", "infra.localstack.deploy"]
+    try:
+        main([*command[3:], "--help"])
+    except SystemExit as exit_:
+        assert exit_.code == 0
