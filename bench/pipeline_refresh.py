@@ -360,16 +360,19 @@ class Bench:
                     statements.append(f"CREATE TABLE stg_copy.{table} ({columns}, PRIMARY KEY ({key}))")
         finally:
             src.close()
-        view = scalar(
-            self.analytic_url, "SELECT pg_get_viewdef('analytic.medical_record_denormalized_source'::regclass, true)"
-        )
-        view = re.sub(r"(?<![\w.\"])stg\.", "stg_copy.", view)
-        if re.search(r"(?<![\w.\"])stg\.", view) or "stg_copy.prescription" not in view:
-            raise RuntimeError("could not point the analytic view at the scratch tables")
+        # The analytic views (one per kind of row, and their union), pointed at the copies.
+        for name in ("denormalized_prescription_rows", "denormalized_visit_rows"):
+            view = scalar(self.analytic_url, f"SELECT pg_get_viewdef('analytic.{name}'::regclass, true)")
+            view = re.sub(r"(?<![\w.\"])stg\.", "stg_copy.", view)
+            if re.search(r"(?<![\w.\"])stg\.", view) or "stg_copy." not in view:
+                raise RuntimeError("could not point the analytic views at the scratch tables")
+            statements.append(f"CREATE VIEW stg_copy.{name} AS {view}")
         statements += [
             "CREATE TABLE stg_copy.medical_record_denormalized "
             "(LIKE analytic.medical_record_denormalized INCLUDING ALL)",
-            f"CREATE VIEW stg_copy.medical_record_denormalized_source AS {view}",
+            "CREATE VIEW stg_copy.medical_record_denormalized_source AS "
+            "SELECT * FROM stg_copy.denormalized_prescription_rows UNION ALL "
+            "SELECT * FROM stg_copy.denormalized_visit_rows",
         ]
         execute(self.analytic_url, *statements)
 

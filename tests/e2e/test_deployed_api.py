@@ -41,3 +41,26 @@ def test_crud_over_http_through_the_deployed_stack(deployed):
     assert http("GET", f"{api}/v1/patients/{pid}", token=token(deployed["jwt_secret"], "write"))[0] == 403
     assert http("DELETE", f"{api}/v1/patients/{pid}", token=tok)[0] == 204
     assert http("GET", f"{api}/v1/patients/{pid}", token=tok)[0] == 410
+
+
+def test_a_second_deploy_updates_the_stack_in_place(deployed):
+    import contextlib
+    import io
+    import json
+    import os
+
+    from infra.localstack import deploy
+
+    previous = os.environ.get("JWT_SECRET", "")
+    os.environ["JWT_SECRET"] = deployed["jwt_secret"]
+    try:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert deploy.main([*deployed["deploy_args"], "--skip-build"]) == 0
+    finally:
+        os.environ["JWT_SECRET"] = previous
+    again = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert again["state_machine_arn"] == deployed["state_machine_arn"]  # same stack, updated
+    tok = token(deployed["jwt_secret"])
+    status, _, page = http("GET", f"{again['api_url']}/v1/patients?limit=5", token=tok)
+    assert status == 200 and "items" in page
