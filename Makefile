@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 
-.PHONY: help venv template check-infra test test-unit test-integration lint bench run token migrate clean reset openapi refresh
+.PHONY: help venv template check-infra up start-refresh psql-analytic test test-unit test-integration lint bench run token migrate clean reset openapi refresh
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -57,8 +57,17 @@ bench: $(STAMP) ## API latency and cold-start benchmarks (results in bench/resul
 	$(PY) bench/api_latency.py
 	$(PY) bench/cold_start.py
 
-run: $(STAMP) ## start PostgreSQL + the API with chalice local; prints the URL and a dev token
+up: $(STAMP) $(MINISTACK_STAMP) ## the whole system locally, no Docker: PostgreSQL, AWS emulator, Prefect, deployed stack
+	$(PY) -m tools.cli up
+
+run: $(STAMP) ## lighter: PostgreSQL + the API under chalice local (no emulator, no Prefect)
 	$(PY) -m tools.cli run
+
+start-refresh: $(STAMP) ## start the refresh state machine of the stack `make up` runs and wait for it
+	$(PY) -m tools.cli start-refresh
+
+psql-analytic: ## psql into the local analytic database
+	psql "$$(grep ANALYTIC_DB_URL .local/pipeline.env | cut -d= -f2-)"
 
 token: $(STAMP) ## print a dev token (SCOPES="read write admin")
 	@$(PY) -m tools.cli dev-token --scopes "$${SCOPES:-read write admin}"

@@ -295,7 +295,8 @@ def apply_changes(conn, app_conn, result: RefreshResult) -> RefreshResult:
         cur.execute("CREATE TEMP TABLE affected_record (medical_record_id bigint PRIMARY KEY) ON COMMIT DROP")
         _reconcile_hard_deletes(cur, app_conn, result)
         crash_point("before_merge")
-        if result.mode == "full":
+        # No good run yet: every row is new, and one bulk build beats merging row by row.
+        if result.mode == "full" or watermark == 0:
             cur.execute("SELECT count(*) FROM analytic.medical_record_denormalized")
             result.rows_deleted = cur.fetchone()[0]
             with _indexes_rebuilt_after(cur, "analytic", "medical_record_denormalized"):

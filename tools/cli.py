@@ -133,25 +133,9 @@ def openapi() -> None:
 @click.option("--sample-patients", default=100, show_default=True, help="demo patients loaded into an empty database")
 def run(port: int, db_port: int | None, sample_patients: int) -> None:
     """Start the embedded PostgreSQL and the API (chalice local); Ctrl-C stops both."""
-    from tools.pgcluster import PostgresCluster
-
     values = local_secrets()
-    cluster = PostgresCluster(LOCAL / "pg", port=db_port)
     click.echo("starting PostgreSQL ...")
-    cluster.ensure_initialized()
-    cluster.start()
-    cluster.create_database("app")
-    admin_url = cluster.url("app")
-    conn = connect(admin_url)
-    try:
-        from chalicelib.migrations import apply_migrations
-
-        apply_migrations(conn)
-    finally:
-        conn.close()
-    create_login(admin_url, "medrec_api", values["api_password"], "medical_api")
-    _prepare_analytics(cluster, values)
-    _load_demo_data(admin_url, sample_patients)
+    cluster = _start_databases(db_port, values, sample_patients)
     env = {
         **os.environ,
         "DATABASE_URL": cluster.url("app", user="medrec_api", password=values["api_password"]),
@@ -189,6 +173,133 @@ def run(port: int, db_port: int | None, sample_patients: int) -> None:
             api.wait(timeout=10)
         cluster.stop()
         click.echo("stopped.")
+
+
+@cli.command()
+@click.option("--aws-port", default=4566, show_default=True, help="AWS emulator (API Gateway, Lambda, ...) port")
+@click.option("--prefect-port", default=4200, show_default=True, help="Prefect server and UI port")
+@click.option("--db-port", default=None, type=int, help="PostgreSQL port (default: kept from the last run)")
+@click.option("--sample-patients", default=100, show_default=True, help="demo patients loaded into an empty database")
+@click.option("--schedule", default="rate(15 minutes)", show_default=True, help="refresh schedule (EventBridge)")
+def up(aws_port: int, prefect_port: int, db_port: int | None, sample_patients: int, schedule: str) -> None:
+    """The whole system, deployed as it is on AWS, without Docker; Ctrl-C stops everything it started."""
+    import contextlib
+    import io
+
+    from tools import stack
+
+    started_at = time.monotonic()
+    values = local_secrets()
+    services: list[stack.Service] = []
+    cluster = None
+
+    def step(message: str) -> None:
+        click.echo(f"[{time.monotonic() - started_at:5.1f}s] {message}")
+
+    try:
+        stack.require_free(aws_port, "AWS emulator")
+        stack.require_free(prefect_port, "Prefect server")
+        step("starting PostgreSQL (app + analytic databases, data kept in .local/pg) ...")
+        cluster = _start_databases(db_port, values, sample_patients)
+        step("starting the AWS emulator (ministack) ...")
+        services.append(stack.ministack(aws_port, LOCAL / "ministack"))
+        step("starting the Prefect server and UI ...")
+        prefect_api = f"http://127.0.0.1:{prefect_port}/api"
+        services.append(stack.prefect_server(prefect_port, LOCAL / "prefect"))
+        step("serving the refresh flow ...")
+        pipeline_env = dict(line.split("=", 1) for line in (LOCAL / "pipeline.env").read_text().splitlines())
+        services.append(stack.served_flow(prefect_api, pipeline_env["APP_DB_URL"], pipeline_env["ANALYTIC_DB_URL"],
+                                          LOCAL / "flow"))
+        step("packaging the Chalice app and deploying template.yaml into the emulator ...")
+        from infra.localstack import deploy
+
+        os.environ["JWT_SECRET"] = values["jwt_secret"]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = deploy.main([
+                "--endpoint-url", f"http://127.0.0.1:{aws_port}", "--stack-name", "medical-records",
+                "--database-url", cluster.url("app", user="medrec_api", password=values["api_password"]),
+                "--migration-database-url", cluster.url("app"), "--prefect-api-url", prefect_api,
+                "--refresh-schedule", schedule,
+            ])
+        if code != 0:
+            raise stack.StackError(f"deploy failed: {out.getvalue().strip()}")
+        deployed = json.loads(out.getvalue().strip().splitlines()[-1])
+        from chalicelib.api import auth
+
+        token = auth.mint("dev-user", ["read", "write", "admin"], 12 * 3600)
+        api = deployed["api_url"]
+        (LOCAL / "stack.json").write_text(json.dumps({**deployed, "prefect_ui": f"http://127.0.0.1:{prefect_port}",
+                                                       "aws_endpoint": f"http://127.0.0.1:{aws_port}"}))
+        step("ready")
+        lines = [
+            "",
+            f"  API           {api}",
+            f'                (e.g. curl -H "Authorization: Bearer $TOKEN" {api}/v1/patients)',
+            f"  OpenAPI       {api}/openapi.json",
+            f"  dev token     {token}",
+            f"  Prefect UI    http://127.0.0.1:{prefect_port}",
+            f"  refresh       scheduled {schedule}; by hand: make start-refresh (the state machine) or make refresh",
+            "  analytics     make psql-analytic, then: select * from analytic.medical_record_denormalized limit 5;",
+            "  logs          .local/ministack, .local/prefect, .local/flow, .local/pg/postgres.log",
+            "",
+            "Ctrl-C stops everything.",
+        ]
+        click.echo("\n".join(lines))
+        while all(s.alive() for s in services):
+            time.sleep(0.5)
+        dead = next(s for s in services if not s.alive())
+        raise stack.StackError(f"{dead.name} stopped unexpectedly; last lines of {dead.log_file}:\n{dead.tail()}")
+    except KeyboardInterrupt:
+        click.echo("\nstopping ...")
+    except stack.StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        for service in reversed(services):
+            service.stop()
+        if cluster is not None:
+            cluster.stop()
+        click.echo("stopped.")
+
+
+@cli.command("start-refresh")
+@click.option("--mode", type=click.Choice(["incremental", "full"]), default="incremental", show_default=True)
+def start_refresh(mode: str) -> None:
+    """Start the refresh state machine of the stack `make up` runs, and wait for its result."""
+    import boto3
+
+    info = json.loads((LOCAL / "stack.json").read_text())
+    sfn = boto3.client("stepfunctions", endpoint_url=info["aws_endpoint"], region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test")  # noqa: S106 - emulator
+    arn = sfn.start_execution(stateMachineArn=info["state_machine_arn"],
+                              input=json.dumps({"mode": mode, "pollIntervalSeconds": 2}))["executionArn"]
+    click.echo(f"started {arn}")
+    while (execution := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
+        time.sleep(1)
+    click.echo(execution["status"])
+    if execution["status"] != "SUCCEEDED":
+        raise SystemExit(1)
+
+
+def _start_databases(db_port: int | None, values: dict[str, str], sample_patients: int):
+    """The embedded PostgreSQL with both databases migrated, the least-privilege logins and demo data."""
+    from chalicelib.migrations import apply_migrations
+    from tools.pgcluster import PostgresCluster
+
+    cluster = PostgresCluster(LOCAL / "pg", port=db_port)
+    cluster.ensure_initialized()
+    cluster.start()
+    cluster.create_database("app")
+    admin_url = cluster.url("app")
+    conn = connect(admin_url)
+    try:
+        apply_migrations(conn)
+    finally:
+        conn.close()
+    create_login(admin_url, "medrec_api", values["api_password"], "medical_api")
+    _prepare_analytics(cluster, values)
+    _load_demo_data(admin_url, sample_patients)
+    return cluster
 
 
 def _prepare_analytics(cluster, values: dict[str, str]) -> None:
