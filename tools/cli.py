@@ -135,7 +135,14 @@ def run(port: int, db_port: int | None, sample_patients: int) -> None:
     """Start the embedded PostgreSQL and the API (chalice local); Ctrl-C stops both."""
     values = local_secrets()
     click.echo("starting PostgreSQL ...")
-    cluster = _start_databases(db_port, values, sample_patients)
+    from tools.pgcluster import PostgresCluster
+
+    cluster = PostgresCluster(LOCAL / "pg", port=db_port)
+    try:
+        _start_databases(cluster, values, sample_patients)
+    except Exception:
+        cluster.stop()
+        raise
     env = {
         **os.environ,
         "DATABASE_URL": cluster.url("app", user="medrec_api", password=values["api_password"]),
@@ -200,7 +207,10 @@ def up(aws_port: int, prefect_port: int, db_port: int | None, sample_patients: i
         stack.require_free(aws_port, "AWS emulator")
         stack.require_free(prefect_port, "Prefect server")
         step("starting PostgreSQL (app + analytic databases, data kept in .local/pg) ...")
-        cluster = _start_databases(db_port, values, sample_patients)
+        from tools.pgcluster import PostgresCluster
+
+        cluster = PostgresCluster(LOCAL / "pg", port=db_port)
+        _start_databases(cluster, values, sample_patients)
         step("starting the AWS emulator (ministack) ...")
         services.append(stack.ministack(aws_port, LOCAL / "ministack"))
         step("starting the Prefect server and UI ...")
@@ -254,6 +264,7 @@ def up(aws_port: int, prefect_port: int, db_port: int | None, sample_patients: i
         click.echo("\nstopping ...")
     except stack.StackError as exc:
         raise click.ClickException(str(exc)) from None
+    # (a ClickException from a step propagates as is: one clear line, then the cleanup below)
     finally:
         for service in reversed(services):
             service.stop()
@@ -281,14 +292,24 @@ def start_refresh(mode: str) -> None:
         raise SystemExit(1)
 
 
-def _start_databases(db_port: int | None, values: dict[str, str], sample_patients: int):
+def _start_databases(cluster, values: dict[str, str], sample_patients: int) -> None:
     """The embedded PostgreSQL with both databases migrated, the least-privilege logins and demo data."""
-    from chalicelib.migrations import apply_migrations
-    from tools.pgcluster import PostgresCluster
+    from chalicelib.migrations import MigrationError
 
-    cluster = PostgresCluster(LOCAL / "pg", port=db_port)
     cluster.ensure_initialized()
-    cluster.start()
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        raise click.ClickException(f"PostgreSQL did not start: {exc}") from None
+    try:
+        _prepare_databases(cluster, values, sample_patients)
+    except MigrationError as exc:
+        raise click.ClickException(f"{exc}: the local data predates this version; `make reset` starts over") from None
+
+
+def _prepare_databases(cluster, values: dict[str, str], sample_patients: int) -> None:
+    from chalicelib.migrations import apply_migrations
+
     cluster.create_database("app")
     admin_url = cluster.url("app")
     conn = connect(admin_url)
@@ -299,7 +320,6 @@ def _start_databases(db_port: int | None, values: dict[str, str], sample_patient
     create_login(admin_url, "medrec_api", values["api_password"], "medical_api")
     _prepare_analytics(cluster, values)
     _load_demo_data(admin_url, sample_patients)
-    return cluster
 
 
 def _prepare_analytics(cluster, values: dict[str, str]) -> None:
