@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 
-.PHONY: help venv template check-infra up start-refresh psql-analytic test test-unit test-integration lint bench run token migrate clean reset openapi refresh
+.PHONY: help venv template check-infra up down start-refresh psql-analytic test test-unit test-integration lint bench run token migrate clean reset openapi refresh
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ bench: $(STAMP) ## API latency and cold-start benchmarks (results in bench/resul
 
 up: $(STAMP) $(MINISTACK_STAMP) ## the whole system locally, no Docker: PostgreSQL, AWS emulator, Prefect, deployed stack
 	$(PY) -m tools.cli up
+
+down: $(STAMP) ## stop what `make up` started (same as Ctrl-C in its terminal)
+	$(PY) -m tools.cli down
 
 run: $(STAMP) ## lighter: PostgreSQL + the API under chalice local (no emulator, no Prefect)
 	$(PY) -m tools.cli run

@@ -203,7 +203,10 @@ def up(aws_port: int, prefect_port: int, db_port: int | None, sample_patients: i
     def step(message: str) -> None:
         click.echo(f"[{time.monotonic() - started_at:5.1f}s] {message}")
 
+    pid_file = LOCAL / "up.pid"
     try:
+        LOCAL.mkdir(exist_ok=True)
+        pid_file.write_text(str(os.getpid()))
         stack.require_free(aws_port, "AWS emulator")
         stack.require_free(prefect_port, "Prefect server")
         step("starting PostgreSQL (app + analytic databases, data kept in .local/pg) ...")
@@ -270,7 +273,28 @@ def up(aws_port: int, prefect_port: int, db_port: int | None, sample_patients: i
             service.stop()
         if cluster is not None:
             cluster.stop()
+        pid_file.unlink(missing_ok=True)
         click.echo("stopped.")
+
+
+@cli.command()
+def down() -> None:
+    """Stop the stack `make up` started (as Ctrl-C in its terminal would)."""
+    pid_file = LOCAL / "up.pid"
+    if not pid_file.exists():
+        click.echo("nothing to stop: make up is not running")
+        return
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        pid_file.unlink(missing_ok=True)
+        click.echo("nothing to stop: make up is not running")
+        return
+    deadline = time.monotonic() + 60
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    click.echo("stopped." if not pid_file.exists() else f"process {pid} is still stopping")
 
 
 @cli.command("start-refresh")
