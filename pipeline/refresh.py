@@ -71,6 +71,7 @@ class RefreshResult:
     rows_deleted: int = 0
     check_passed: bool | None = None
     check_scope: str | None = None
+    step_ms: dict[str, float] = field(default_factory=dict)  # where the time went, per part of step 2
     duration_ms: int | None = None
     message: str | None = None
 
@@ -289,26 +290,31 @@ def apply_changes(conn, app_conn, result: RefreshResult) -> RefreshResult:
         cur.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM stg.change_seq")
         new_watermark = cur.fetchone()[0]
         result.watermark_before, result.watermark_after = watermark, new_watermark
-        for table, _key, _ in _TABLES:
-            cur.execute(f"SELECT count(*) FROM stg.{table} WHERE change_seq > %s", (watermark,))
-            result.rows_changed[table] = cur.fetchone()[0]
+        with _timed(result, "count_changes"):
+            for table, _key, _ in _TABLES:
+                cur.execute(f"SELECT count(*) FROM stg.{table} WHERE change_seq > %s", (watermark,))
+                result.rows_changed[table] = cur.fetchone()[0]
         cur.execute("CREATE TEMP TABLE affected_record (medical_record_id bigint PRIMARY KEY) ON COMMIT DROP")
-        _reconcile_hard_deletes(cur, app_conn, result)
+        with _timed(result, "reconcile_keys"):
+            _reconcile_hard_deletes(cur, app_conn, result)
         crash_point("before_merge")
         # No good run yet: every row is new, and one bulk build beats merging row by row.
         if result.mode == "full" or watermark == 0:
             cur.execute("SELECT count(*) FROM analytic.medical_record_denormalized")
             result.rows_deleted = cur.fetchone()[0]
-            with _indexes_rebuilt_after(cur, "analytic", "medical_record_denormalized"):
+            with _timed(result, "rebuild"), _indexes_rebuilt_after(cur, "analytic", "medical_record_denormalized"):
                 cur.execute(_sql("rebuild_all.sql"))
                 result.rows_inserted = cur.rowcount
         else:
-            cur.execute(_sql("affected_records.sql"), {"watermark": watermark})
-            cur.execute("ANALYZE affected_record")  # a temp table has no statistics until analysed
-            cur.execute(_sql("merge_affected.sql"))
-            result.rows_deleted, result.rows_inserted, result.rows_updated = cur.fetchone()
-            cur.execute(_sql("check_affected.sql"))
-            differences = cur.fetchone()[0]
+            with _timed(result, "find_affected"):
+                cur.execute(_sql("affected_records.sql"), {"watermark": watermark})
+                cur.execute("ANALYZE affected_record")  # a temp table has no statistics until analysed
+            with _timed(result, "merge"):
+                cur.execute(_sql("merge_affected.sql"))
+                result.rows_deleted, result.rows_inserted, result.rows_updated = cur.fetchone()
+            with _timed(result, "check_affected"):
+                cur.execute(_sql("check_affected.sql"))
+                differences = cur.fetchone()[0]
             if differences:
                 raise RefreshFailed(
                     f"reconciliation failed: {differences} affected rows differ from the landing tables"
@@ -317,16 +323,27 @@ def apply_changes(conn, app_conn, result: RefreshResult) -> RefreshResult:
         crash_point("inside_merge")
         cur.execute(
             "UPDATE analytic.refresh_run SET watermark_before = %s, watermark_after = %s, rows_changed = %s, "
-            "rows_hard_deleted = %s, rows_inserted = %s, rows_updated = %s, rows_deleted = %s "
+            "rows_hard_deleted = %s, rows_inserted = %s, rows_updated = %s, rows_deleted = %s, step_ms = %s "
             "WHERE refresh_run_id = %s",
             (
                 watermark, new_watermark,
                 psycopg2.extras.Json(result.rows_changed), psycopg2.extras.Json(result.rows_hard_deleted),
-                result.rows_inserted, result.rows_updated, result.rows_deleted, result.refresh_run_id,
+                result.rows_inserted, result.rows_updated, result.rows_deleted,
+                psycopg2.extras.Json(result.step_ms), result.refresh_run_id,
             ),
         )
-    conn.commit()
+    with _timed(result, "commit"):
+        conn.commit()
     return result
+
+
+@contextmanager
+def _timed(result: RefreshResult, name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        result.step_ms[name] = round((time.perf_counter() - started) * 1000, 1)
 
 
 # --- step 3: check --------------------------------------------------------------------------------
@@ -438,6 +455,8 @@ def summary_markdown(result: RefreshResult) -> str:
         f"{'passed' if result.check_passed else 'failed' if result.check_passed is False else 'not run'}"
         f"{f' ({result.check_scope})' if result.check_scope else ''} |",
     ]
+    if result.step_ms:
+        lines += ["", "time per part (ms): " + ", ".join(f"{k} {v:g}" for k, v in result.step_ms.items())]
     if result.message:
         lines += ["", f"> {result.message}"]
     return "\n".join(lines)

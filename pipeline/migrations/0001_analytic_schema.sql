@@ -124,6 +124,7 @@ CREATE TABLE analytic.refresh_run (
     rows_deleted     integer,
     check_passed     boolean,
     check_scope      text CHECK (check_scope IN ('affected', 'global')),  -- what the last check compared
+    step_ms          jsonb       NOT NULL DEFAULT '{}',  -- time per part of the apply step
     message          text
 );
 
