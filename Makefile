@@ -53,9 +53,17 @@ test-unit: $(STAMP) ## unit tests only (no I/O)
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check .
 
-bench: $(STAMP) ## API latency and cold-start benchmarks (results in bench/results/)
+bench: $(STAMP) ## all benchmarks, ≈ 6 min (results in bench/results/)
 	$(PY) bench/api_latency.py
 	$(PY) bench/cold_start.py
+	$(PY) bench/pipeline_refresh.py
+
+bench-api: $(STAMP) ## API latency and cold start only (≈ 45 s)
+	$(PY) bench/api_latency.py
+	$(PY) bench/cold_start.py
+
+bench-pipeline: $(STAMP) ## analytics refresh on 1,000,000 prescriptions (≈ 5 min; PRESCRIPTIONS=20000 for a quick run)
+	$(PY) bench/pipeline_refresh.py --prescriptions $${PRESCRIPTIONS:-1000000}
 
 up: $(STAMP) $(MINISTACK_STAMP) ## the whole system locally, no Docker: PostgreSQL, AWS emulator, Prefect, deployed stack
 	$(PY) -m tools.cli up
@@ -91,3 +99,14 @@ reset: ## stop the local database and delete its data
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+.PHONY: postman
+POSTMAN_STACK ?= .local/stack.json
+postman: $(STAMP) ## run the Postman collection with Newman against the stack `make up` runs
+	@test -f $(POSTMAN_STACK) || { echo "no $(POSTMAN_STACK): start the stack with 'make up' in another terminal"; exit 1; }
+	@test -x postman/node_modules/.bin/newman || (cd postman && npm ci --no-audit --no-fund)
+	@api="$$($(PY) -c 'import json, sys; print(json.load(open(sys.argv[1]))["api_url"])' $(POSTMAN_STACK))" && \
+		token="$$($(PY) -m tools.cli dev-token)" && \
+		cd postman && node_modules/.bin/newman run medical-records.postman_collection.json \
+			-e local.postman_environment.json --env-var "baseUrl=$$api" --env-var "token=$$token" \
+			--timeout-request 60000 $(NEWMAN_ARGS)
