@@ -21,7 +21,8 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL = ROOT / ".local"
+# Local state (databases, secrets, logs); MEDREC_LOCAL_DIR moves it (the tests run `up` in a temp dir).
+LOCAL = Path(os.environ.get("MEDREC_LOCAL_DIR") or ROOT / ".local")
 SECRETS_FILE = LOCAL / "secrets.json"
 sys.path.insert(0, str(ROOT / "functions"))
 
