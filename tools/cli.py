@@ -204,6 +204,13 @@ def up(aws_port: int, prefect_port: int, db_port: int | None, sample_patients: i
     def step(message: str) -> None:
         click.echo(f"[{time.monotonic() - started_at:5.1f}s] {message}")
 
+    def interrupt(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C, and `make down` (SIGTERM), end the wait below even where SIGINT was inherited as ignored
+    # (a shell's background job).
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     pid_file = LOCAL / "up.pid"
     try:
         LOCAL.mkdir(exist_ok=True)
@@ -287,7 +294,7 @@ def down() -> None:
         return
     pid = int(pid_file.read_text())
     try:
-        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         pid_file.unlink(missing_ok=True)
         click.echo("nothing to stop: make up is not running")
