@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import jwt
+import pytest
 
 from tests.e2e.conftest import http
 from tools.pgcluster import free_port
@@ -20,7 +21,8 @@ from tools.stack import port_is_free
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_up_reaches_ready_serves_the_api_and_stops_cleanly_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize("stop_with", ["ctrl-c", "make down"])
+def test_up_reaches_ready_serves_the_api_and_stops_cleanly(tmp_path, stop_with):
     aws_port, prefect_port = free_port(), free_port()
     env = {**os.environ, "MEDREC_LOCAL_DIR": str(tmp_path / "local"), "PYTHONPATH": f"{ROOT / 'functions'}:{ROOT}"}
     env.pop("JWT_SECRET", None)
@@ -49,7 +51,10 @@ def test_up_reaches_ready_serves_the_api_and_stops_cleanly_on_ctrl_c(tmp_path):
         assert http("GET", f"http://127.0.0.1:{prefect_port}/api/health")[0] == 200
         db_port = json.loads((local / "pg" / "state.json").read_text())["port"]
     finally:
-        process.send_signal(signal.SIGINT)
+        if stop_with == "ctrl-c":
+            process.send_signal(signal.SIGINT)
+        else:
+            subprocess.run([sys.executable, "-m", "tools.cli", "down"], cwd=ROOT, env=env, check=True, timeout=90)
         process.wait(timeout=90)
     assert "stopped." in log.read_text()
     time.sleep(1)
