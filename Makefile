@@ -89,7 +89,7 @@ migrate: $(STAMP) ## apply database migrations to DATABASE_URL
 openapi: $(STAMP) ## print the OpenAPI document
 	@$(PY) -m tools.cli openapi
 
-refresh: $(STAMP) ## run one analytics refresh by hand against the `make run` databases (MODE=full to rebuild)
+refresh: $(STAMP) ## run one analytics refresh by hand on the local databases (MODE=full to rebuild)
 	set -a && . .local/pipeline.env && set +a && PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 \
 		$(PY) -m pipeline.flow --mode $${MODE:-incremental}
 
@@ -97,8 +97,8 @@ reset: ## stop the local database and delete its data
 	-$(PY) tools/pgcluster.py stop --data-dir .local/pg
 	rm -rf .local
 
-clean: ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+clean: ## remove the virtual environments, node modules, build output and caches
+	rm -rf $(VENV) .venv-infra .venv-ministack postman/node_modules .build .pytest_cache .ruff_cache
 
 .PHONY: postman
 POSTMAN_STACK ?= .local/stack.json

@@ -312,11 +312,13 @@ class Bench:
             "rows_updated": result.rows_updated,
             "rows_deleted": result.rows_deleted,
             "check_passed": result.check_passed,
+            "apply_step_ms": result.step_ms,
             **(extra or {}),
         }
         log(f"{name}: {wall:.2f} s (Sling {row['sling_s']:.2f} s, apply {row['apply_s']:.2f} s, "
             f"check {_s(row['check_s'])} s); extracted {result.rows_extracted}, changed {result.rows_changed}, "
-            f"+{result.rows_inserted} ~{result.rows_updated} -{result.rows_deleted}")  # fmt: skip
+            f"+{result.rows_inserted} ~{result.rows_updated} -{result.rows_deleted}; "
+            f"apply parts (ms) {result.step_ms}")  # fmt: skip
         self.rows.append(row)
         return row
 
