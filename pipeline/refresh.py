@@ -309,6 +309,8 @@ def apply_changes(conn, app_conn, result: RefreshResult) -> RefreshResult:
             with _timed(result, "find_affected"):
                 cur.execute(_sql("affected_records.sql"), {"watermark": watermark})
                 cur.execute("ANALYZE affected_record")  # a temp table has no statistics until analysed
+            with _timed(result, "compute_desired"):
+                cur.execute(_sql("desired_rows.sql"))
             with _timed(result, "merge"):
                 cur.execute(_sql("merge_affected.sql"))
                 result.rows_deleted, result.rows_inserted, result.rows_updated = cur.fetchone()

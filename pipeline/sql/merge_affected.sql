@@ -1,19 +1,10 @@
--- Bring the analytic rows of the affected visits in line with the landing tables, writing only
--- what differs: rows that should no longer exist are deleted, new rows inserted, and rows whose
+-- Bring the analytic rows of the affected visits in line with desired_row (desired_rows.sql),
+-- writing only what differs: rows that should no longer exist are deleted, new rows inserted, and rows whose
 -- content hash changed updated (unchanged rows keep their updated_timestamp).
--- Each kind of row is filtered by the affected visits on its own, so the planner reads only those
--- visits by index (a filter on the union of both would make it compute the whole union).
-WITH desired AS (
-    SELECT * FROM analytic.denormalized_prescription_rows
-    WHERE medical_record_id IN (SELECT medical_record_id FROM affected_record)
-    UNION ALL
-    SELECT * FROM analytic.denormalized_visit_rows
-    WHERE medical_record_id IN (SELECT medical_record_id FROM affected_record)
-),
-deleted AS (
+WITH deleted AS (
     DELETE FROM analytic.medical_record_denormalized d
     WHERE d.medical_record_id IN (SELECT medical_record_id FROM affected_record)
-      AND NOT EXISTS (SELECT 1 FROM desired x WHERE x.row_key = d.row_key)
+      AND NOT EXISTS (SELECT 1 FROM desired_row x WHERE x.row_key = d.row_key)
     RETURNING 1
 ),
 upserted AS (
@@ -27,7 +18,7 @@ upserted AS (
            medical_record_id, hospital_name, doctor_full_name, diagnosis, symptom,
            treatment_start_date, treatment_end_date, prescription_id, medicine_name, dose,
            patient_updated_timestamp, medical_record_updated_timestamp, prescription_updated_timestamp, row_hash
-    FROM desired
+    FROM desired_row
     ON CONFLICT (row_key) DO UPDATE SET
         patient_id = excluded.patient_id, id_card_num = excluded.id_card_num,
         first_name = excluded.first_name, last_name = excluded.last_name,
