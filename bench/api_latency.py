@@ -484,16 +484,12 @@ def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 def measure(args: argparse.Namespace, cluster: Any) -> dict[str, Any]:
     import psycopg2
 
-    from chalicelib.migrations import apply_migrations
-    from tools.cli import connect, create_login
+    from chalicelib.migrations import migrate
+    from tools.cli import create_login
 
     cluster.create_database("app")
     owner_url = cluster.url("app")
-    conn = connect(owner_url)
-    try:
-        apply_migrations(conn)
-    finally:
-        conn.close()
+    migrate(owner_url)
     password = secrets.token_urlsafe(16)
     create_login(owner_url, API_USER, password, "medical_api")
     api_url = cluster.url("app", user=API_USER, password=password)

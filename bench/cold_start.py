@@ -193,8 +193,8 @@ def build_package(env: dict[str, str], destination: Path, compile_bytecode: bool
 def throwaway_database(base: Path):
     """A migrated database with the API login and one patient: yields (api_url, patient_id)."""
     from bench.api_latency import seed_patients
-    from chalicelib.migrations import apply_migrations
-    from tools.cli import connect, create_login
+    from chalicelib.migrations import migrate
+    from tools.cli import create_login
     from tools.pgcluster import PostgresCluster
 
     cluster = PostgresCluster(base / "pg")
@@ -203,11 +203,7 @@ def throwaway_database(base: Path):
         cluster.start()
         cluster.create_database("app")
         owner_url = cluster.url("app")
-        conn = connect(owner_url)
-        try:
-            apply_migrations(conn)
-        finally:
-            conn.close()
+        migrate(owner_url)
         password = secrets.token_urlsafe(16)
         create_login(owner_url, API_USER, password, "medical_api")
         patient_id = seed_patients(owner_url, 1)[0][0]

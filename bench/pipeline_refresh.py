@@ -188,7 +188,7 @@ def table_sizes(url: str, names: list[str]) -> dict[str, dict[str, Any]]:
 
 class Bench:
     def __init__(self, cluster: Any, base: Path, args: argparse.Namespace) -> None:
-        from chalicelib.migrations import apply_migrations
+        from chalicelib.migrations import migrate
         from pipeline.settings import PIPELINE_DIR, PipelineSettings
         from tools.cli import create_login
 
@@ -197,12 +197,8 @@ class Bench:
             cluster.create_database(db)
         self.app_owner = cluster.url("app")  # the cluster's superuser owns both databases
         self.analytic_url = cluster.url("analytic")
-        for url, directory in ((self.app_owner, None), (self.analytic_url, PIPELINE_DIR / "migrations")):
-            conn = connect(url)
-            try:
-                apply_migrations(conn) if directory is None else apply_migrations(conn, directory, "analytic")
-            finally:
-                conn.close()
+        migrate(self.app_owner)
+        migrate(self.analytic_url, PIPELINE_DIR / "migrations", "analytic")
         password = secrets.token_urlsafe(16)
         create_login(self.app_owner, READER_USER, password, "medical_reader")
         self.reader_url = cluster.url("app", user=READER_USER, password=password)

@@ -58,16 +58,12 @@ def pg_cluster():
 @pytest.fixture(scope="session")
 def database(pg_cluster):
     """A migrated ``app`` database; returns (owner_url, api_url)."""
-    from chalicelib.migrations import apply_migrations
-    from tools.cli import connect, create_login
+    from chalicelib.migrations import migrate
+    from tools.cli import create_login
 
     pg_cluster.create_database("app")
     owner_url = pg_cluster.url("app")
-    conn = connect(owner_url)
-    try:
-        apply_migrations(conn)
-    finally:
-        conn.close()
+    migrate(owner_url)
     password = secrets.token_urlsafe(16)
     create_login(owner_url, API_USER, password, "medical_api")
     api_url = pg_cluster.url("app", user=API_USER, password=password)

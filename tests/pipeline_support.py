@@ -11,7 +11,7 @@ from chalicelib.db import Database
 from chalicelib.domain import models
 from chalicelib.domain.errors import DomainError
 from chalicelib.domain.services import Caller, build_services
-from chalicelib.migrations import apply_migrations
+from chalicelib.migrations import migrate
 from chalicelib.repositories.errors import translate
 from pipeline import refresh
 from pipeline.settings import PIPELINE_DIR, PipelineSettings
@@ -72,15 +72,8 @@ class Pipeline:
             cluster.create_database(db)
         self.app_owner = cluster.url(self.app_db)
         self.analytic_url = cluster.url(self.analytic_db)
-        for url, directory, schema in (
-            (self.app_owner, None, "medical_app"),
-            (self.analytic_url, PIPELINE_DIR / "migrations", "analytic"),
-        ):
-            conn = psycopg2.connect(url)
-            try:
-                apply_migrations(conn) if directory is None else apply_migrations(conn, directory, schema)
-            finally:
-                conn.close()
+        migrate(self.app_owner)
+        migrate(self.analytic_url, PIPELINE_DIR / "migrations", "analytic")
         create_login(self.app_owner, "medrec_reader_pipeline", "reader-pipeline-pw", "medical_reader")
         reader = cluster.url(self.app_db, user="medrec_reader_pipeline", password="reader-pipeline-pw")
         self.settings = PipelineSettings(reader, self.analytic_url, tmp_path / "sling", lock_timeout_seconds=60)

@@ -74,20 +74,16 @@ def cli() -> None:
     """Medical records service: operator and developer commands."""
 
 
-@cli.command()
+@cli.command("migrate")
 @click.option("--database-url", envvar="MIGRATION_DATABASE_URL", help="owner connection (default $DATABASE_URL)")
-def migrate(database_url: str | None) -> None:
+def migrate_command(database_url: str | None) -> None:
     """Apply pending schema migrations (idempotent; safe to run concurrently)."""
-    from chalicelib.migrations import apply_migrations
+    from chalicelib.migrations import migrate
 
     url = database_url or os.environ.get("DATABASE_URL")
     if not url:
         raise click.ClickException("set MIGRATION_DATABASE_URL or DATABASE_URL")
-    conn = connect(url)
-    try:
-        applied = apply_migrations(conn)
-    finally:
-        conn.close()
+    applied = migrate(url)
     click.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
@@ -340,15 +336,11 @@ def _start_databases(cluster, values: dict[str, str], sample_patients: int) -> N
 
 
 def _prepare_databases(cluster, values: dict[str, str], sample_patients: int) -> None:
-    from chalicelib.migrations import apply_migrations
+    from chalicelib.migrations import migrate
 
     cluster.create_database("app")
     admin_url = cluster.url("app")
-    conn = connect(admin_url)
-    try:
-        apply_migrations(conn)
-    finally:
-        conn.close()
+    migrate(admin_url)
     create_login(admin_url, "medrec_api", values["api_password"], "medical_api")
     _prepare_analytics(cluster, values)
     _load_demo_data(admin_url, sample_patients)
@@ -356,15 +348,11 @@ def _prepare_databases(cluster, values: dict[str, str], sample_patients: int) ->
 
 def _prepare_analytics(cluster, values: dict[str, str]) -> None:
     """The analytic database, its migrations, the pipeline's read-only login and .local/pipeline.env."""
-    from chalicelib.migrations import apply_migrations
+    from chalicelib.migrations import migrate
     from pipeline.settings import PIPELINE_DIR
 
     cluster.create_database("analytic")
-    conn = connect(cluster.url("analytic"))
-    try:
-        apply_migrations(conn, PIPELINE_DIR / "migrations", "analytic")
-    finally:
-        conn.close()
+    migrate(cluster.url("analytic"), PIPELINE_DIR / "migrations", "analytic")
     create_login(cluster.url("app"), "medrec_pipeline", values["pipeline_password"], "medical_reader")
     env_file = LOCAL / "pipeline.env"
     env_file.write_text(

@@ -140,21 +140,11 @@ def api_url(endpoint_url: str | None, outputs: dict[str, str]) -> str:
     return outputs["EndpointURL"].rstrip("/")
 
 
-def _migrate(url: str, *location: object) -> list[str]:
-    import psycopg2
-
-    from chalicelib.migrations import apply_migrations
-
-    conn = psycopg2.connect(url)
-    try:
-        return apply_migrations(conn, *location)
-    finally:
-        conn.close()
-
-
 def migrate_databases(args: argparse.Namespace) -> None:
     """Application migrations, then the least-privilege logins, then the analytic migrations."""
-    applied = _migrate(args.migration_database_url)
+    from chalicelib.migrations import migrate
+
+    applied = migrate(args.migration_database_url)
     print(f"application migrations applied: {', '.join(applied) or 'none pending'}", file=sys.stderr)
     if args.create_logins:
         from tools.cli import create_login
@@ -167,7 +157,7 @@ def migrate_databases(args: argparse.Namespace) -> None:
     if args.analytic_database_url:
         from pipeline.settings import PIPELINE_DIR
 
-        applied = _migrate(args.analytic_database_url, PIPELINE_DIR / "migrations", "analytic")
+        applied = migrate(args.analytic_database_url, PIPELINE_DIR / "migrations", "analytic")
         print(f"analytic migrations applied: {', '.join(applied) or 'none pending'}", file=sys.stderr)
 
 

@@ -12,7 +12,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from tools import stack
@@ -95,22 +94,14 @@ def prefect_api(tmp_path_factory):
 @pytest.fixture(scope="session")
 def analytics(pg_cluster, prefect_api, tmp_path_factory):
     """The analytic database and the served refresh flow (what a Prefect worker would run)."""
-    from chalicelib.migrations import apply_migrations
+    from chalicelib.migrations import migrate
     from pipeline.settings import PIPELINE_DIR
     from tools.cli import create_login
 
     pg_cluster.create_database("app_e2e")
     pg_cluster.create_database("analytic_e2e")
-    conn = psycopg2.connect(pg_cluster.url("app_e2e"))
-    try:
-        apply_migrations(conn)
-    finally:
-        conn.close()
-    conn = psycopg2.connect(pg_cluster.url("analytic_e2e"))
-    try:
-        apply_migrations(conn, PIPELINE_DIR / "migrations", "analytic")
-    finally:
-        conn.close()
+    migrate(pg_cluster.url("app_e2e"))
+    migrate(pg_cluster.url("analytic_e2e"), PIPELINE_DIR / "migrations", "analytic")
     create_login(pg_cluster.url("app_e2e"), "medrec_pipeline_e2e", "pipeline-e2e-pw", "medical_reader")
     service = stack.served_flow(
         prefect_api,

@@ -81,3 +81,14 @@ def apply_migrations(connection, directory: Path = MIGRATIONS_DIR, schema: str =
             cur.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
         connection.commit()
     return applied_now
+
+
+def migrate(database_url: str, directory: Path = MIGRATIONS_DIR, schema: str = "medical_app") -> list[str]:
+    """Connect to ``database_url`` (an owner login), apply pending migrations, disconnect."""
+    import psycopg2
+
+    connection = psycopg2.connect(database_url, connect_timeout=10)
+    try:
+        return apply_migrations(connection, directory, schema)
+    finally:
+        connection.close()
