@@ -40,11 +40,8 @@ import platform
 import pstats
 import random
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 for _path in (ROOT / "functions", ROOT):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+from bench.harness import run_in_scratch, write_report  # noqa: E402 - after the path set-up
 
 RESULTS_DIR = ROOT / "bench" / "results"
 API_USER = "medrec_api_bench"
@@ -840,27 +839,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def on_sigterm(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`&`)
-    base = Path(tempfile.mkdtemp(prefix="medrec-bench-"))
-    try:
-        report = run(args, base)
-    except KeyboardInterrupt:
-        print("interrupted; the database was stopped and removed", file=sys.stderr)
+    report = run_in_scratch("medrec-bench-", lambda base: run(args, base))
+    if report is None:
         return 130
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-    markdown = render_markdown(report)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "api_latency.md").write_text(markdown)
-    (args.output_dir / "api_latency.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(markdown)
-    print(f"written: {args.output_dir / 'api_latency.md'} and api_latency.json", file=sys.stderr)
+    write_report(args.output_dir, "api_latency", report, render_markdown(report))
     return 0
 
 

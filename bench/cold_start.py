@@ -37,12 +37,10 @@ import platform
 import re
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -54,6 +52,8 @@ FUNCTIONS = ROOT / "functions"
 for _path in (FUNCTIONS, ROOT):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+from bench.harness import run_in_scratch, write_report  # noqa: E402 - after the path set-up
 
 RESULTS_DIR = ROOT / "bench" / "results"
 TARGET_EXTRA_MS = 150.0
@@ -435,26 +435,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def on_sigterm(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`&`)
-    base = Path(tempfile.mkdtemp(prefix="medrec-coldstart-"))
-    try:
-        report = measure(args, base)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    report = run_in_scratch("medrec-coldstart-", lambda base: measure(args, base))
+    if report is None:
         return 130
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-    markdown = render_markdown(report)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "cold_start.md").write_text(markdown)
-    (args.output_dir / "cold_start.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown)
-    print(f"written: {args.output_dir / 'cold_start.md'} and cold_start.json", file=sys.stderr)
+    write_report(args.output_dir, "cold_start", report, render_markdown(report))
     if report["import_connected_to_database"]:
         print("error: importing app opened a database connection", file=sys.stderr)
         return 1

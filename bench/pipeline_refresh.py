@@ -48,17 +48,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import random
 import re
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -69,6 +65,8 @@ ROOT = Path(__file__).resolve().parent.parent
 for _path in (ROOT / "functions", ROOT):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+from bench.harness import run_in_scratch, write_report  # noqa: E402 - after the path set-up
 
 RESULTS_DIR = ROOT / "bench" / "results"
 READER_USER = "medrec_reader_bench"
@@ -698,27 +696,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def on_sigterm(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    base = Path(tempfile.mkdtemp(prefix="medrec-bench-refresh-"))
-    try:
-        report = run(args, base)
-    except KeyboardInterrupt:
-        print("interrupted; the database was stopped and removed", file=sys.stderr)
+    report = run_in_scratch("medrec-bench-refresh-", lambda base: run(args, base))
+    if report is None:
         return 130
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-    markdown = render_markdown(report)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "pipeline_refresh.md").write_text(markdown)
-    (args.output_dir / "pipeline_refresh.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(markdown)
-    print(f"written: {args.output_dir / 'pipeline_refresh.md'} and pipeline_refresh.json", file=sys.stderr)
+    write_report(args.output_dir, "pipeline_refresh", report, render_markdown(report))
     return 0 if report["verification"]["rows_differing_from_source"] == 0 else 1
 
 
