@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +29,10 @@ class PrefectApi:
         return cls(url.rstrip("/"), os.environ.get("PREFECT_API_KEY") or None)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        # Imported here: the API handler shares this bundle and should not pay for HTTP client modules.
+        import urllib.error
+        import urllib.request
+
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)  # noqa: S310
         request.add_header("Content-Type", "application/json")
@@ -47,14 +48,18 @@ class PrefectApi:
 
     def start_deployment_run(self, deployment: str, parameters: dict[str, Any]) -> str:
         """``deployment`` is "<flow name>/<deployment name>"; returns the new flow run's id."""
+        from urllib.parse import quote
+
         flow_name, _, deployment_name = deployment.partition("/")
-        quoted = f"{urllib.parse.quote(flow_name)}/{urllib.parse.quote(deployment_name)}"
+        quoted = f"{quote(flow_name)}/{quote(deployment_name)}"
         deployment_id = self._call("GET", f"/deployments/name/{quoted}")["id"]
         run = self._call("POST", f"/deployments/{deployment_id}/create_flow_run", {"parameters": parameters})
         return str(run["id"])
 
     def flow_run_state(self, flow_run_id: str) -> tuple[str, str]:
         """(state type, message): SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CRASHED, CANCELLED, ..."""
-        run = self._call("GET", f"/flow_runs/{urllib.parse.quote(flow_run_id)}")
+        from urllib.parse import quote
+
+        run = self._call("GET", f"/flow_runs/{quote(flow_run_id)}")
         state = run.get("state") or {}
         return str(state.get("type") or "PENDING"), str(state.get("message") or "")
