@@ -513,8 +513,8 @@ def measure(args: argparse.Namespace, cluster: Any) -> dict[str, Any]:
 
     client = Client(app)
     request = client.http.request
-    token = auth.mint("bench-user", ["read", "write", "admin"], ttl_seconds=24 * 3600)
-    bad_token = auth.mint("bench-user", ["read"], ttl_seconds=24 * 3600, secret=secrets.token_urlsafe(32))
+    token = auth.mint("bench-user", ["read", "write", "admin"], ttl_seconds=12 * 3600)
+    bad_token = auth.mint("bench-user", ["read"], ttl_seconds=12 * 3600, secret=secrets.token_urlsafe(32))
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     rng = random.Random(20240601)
     card_counter = iter(range(2_000_000_000_000, 3_000_000_000_000))

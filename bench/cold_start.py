@@ -237,7 +237,7 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     os.environ["JWT_SECRET"] = jwt_secret
     from chalicelib.api import auth
 
-    token = auth.mint("bench-user", ["read"], ttl_seconds=24 * 3600, secret=jwt_secret)
+    token = auth.mint("bench-user", ["read"], ttl_seconds=12 * 3600, secret=jwt_secret)
 
     with contextlib.ExitStack() as stack:
         if args.with_db:

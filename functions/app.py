@@ -10,15 +10,25 @@ from chalicelib.orchestration import tasks
 # Logging goes through the structured, PII-free logger only (see chalicelib/observability.py).
 app = Chalice(app_name="medical-records", configure_logs=False)
 
+# A start with configuration that could never verify a token (say, a short JWT_SECRET) fails here.
+auth.check_configuration()
+
 
 @app.authorizer(ttl_seconds=300)
 def jwt_authorizer(auth_request):
     try:
-        subject, scopes = auth.verify(auth_request.token)
+        identity = auth.verify(auth_request.token)
     except auth.Unauthenticated as exc:
-        logger.info("authentication failed", extra={"reason": str(exc)})
+        logger.info("authentication failed", extra={"reason": str(exc)})  # a fixed reason, never the token
         raise auth.unauthorized_error() from None
-    return AuthResponse(routes=["*"], principal_id=subject, context={"scope": scopes})
+    # API Gateway caches this answer for ttl_seconds; "exp" lets the route layer refuse it once the token
+    # has expired, so a cached decision never outlives its token.
+    context = {
+        "scope": identity.scopes,
+        "patient_id": str(identity.patient_id or ""),
+        "exp": str(identity.expires_at),
+    }
+    return AuthResponse(routes=["*"], principal_id=identity.subject, context=context)
 
 
 for table in ALL_ROUTES:

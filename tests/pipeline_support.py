@@ -10,7 +10,7 @@ import psycopg2
 from chalicelib.db import Database
 from chalicelib.domain import models
 from chalicelib.domain.errors import DomainError
-from chalicelib.domain.services import Caller, build_services
+from chalicelib.domain.services import ActorKind, Caller, build_services
 from chalicelib.migrations import migrate
 from chalicelib.repositories.errors import translate
 from pipeline import refresh
@@ -78,7 +78,7 @@ class Pipeline:
         reader = cluster.url(self.app_db, user="medrec_reader_pipeline", password="reader-pipeline-pw")
         self.settings = PipelineSettings(reader, self.analytic_url, tmp_path / "sling", lock_timeout_seconds=60)
         self.services = build_services(Database(lambda: self.app_owner, translate_error=translate))
-        self.caller = Caller("pipeline-test", "req-1")
+        self.caller = Caller("pipeline-test", ActorKind.ADMIN, "req-1")
 
     def refresh(self, mode: str = "incremental") -> refresh.RefreshResult:
         return refresh.run_refresh(mode, self.settings)

@@ -24,7 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # Local state (databases, secrets, logs); MEDREC_LOCAL_DIR moves it (the tests run `up` in a temp dir).
 LOCAL = Path(os.environ.get("MEDREC_LOCAL_DIR") or ROOT / ".local")
 SECRETS_FILE = LOCAL / "secrets.json"
+# The subjects of the dev tokens; the demo data puts DEV_CLINICIAN on some patients' care teams.
+DEV_ADMIN = "dev-user"
+DEV_CLINICIAN = "dev-clinician"
+DEMO_CARE_TEAM_SIZE = 10
 sys.path.insert(0, str(ROOT / "functions"))
+
+
+TOKEN_HINT = "make token KIND=clinician  |  make token KIND=patient PATIENT_ID=1"
 
 
 def _load_or_create_secrets() -> dict[str, str]:
@@ -102,16 +109,35 @@ def create_login_command(database_url: str, user: str, role: str, password_env: 
 
 
 @cli.command("dev-token")
-@click.option("--subject", default="dev-user", show_default=True)
-@click.option("--scopes", default="read write admin", show_default=True, help="space-separated")
+@click.option("--kind", type=click.Choice(["admin", "clinician", "patient"]), default="admin", show_default=True,
+              help="admin: every patient; clinician: their care team's patients; patient: one patient, read only")
+@click.option("--subject", default=None, help="default by kind: dev-user, dev-clinician, patient-<id>")
+@click.option("--scopes", default=None,
+              help='space-separated; default by kind: "read write admin", "read write", "read"')
+@click.option("--patient-id", type=click.IntRange(min=1), default=None,
+              help="the patient (required for --kind patient)")
 @click.option("--ttl", default=12 * 3600, show_default=True, help="seconds")
-def dev_token(subject: str, scopes: str, ttl: int) -> None:
+def dev_token(kind: str, subject: str | None, scopes: str | None, patient_id: int | None, ttl: int) -> None:
     """Print a signed token for local use (uses $JWT_SECRET or the local dev secret)."""
     from chalicelib.api import auth
 
-    os.environ.setdefault("JWT_SECRET", local_secrets()["jwt_secret"])
+    # What each kind of caller (SPEC §4) gets unless --subject/--scopes say otherwise.
+    kinds = {
+        "admin": (DEV_ADMIN, "read write admin"),
+        "clinician": (DEV_CLINICIAN, "read write"),
+        "patient": (f"patient-{patient_id}", "read"),
+    }
+    if kind == "patient" and patient_id is None:
+        raise click.UsageError("--kind patient needs --patient-id")
+    if kind != "patient" and patient_id is not None:
+        raise click.UsageError("--patient-id is for --kind patient only (a token with a patient id is a patient's)")
+    default_subject, default_scopes = kinds[kind]
+    subject = subject or default_subject
+    scopes = default_scopes if scopes is None else scopes
+    if not os.environ.get("JWT_SECRET"):  # only then create or read the local secrets file
+        os.environ["JWT_SECRET"] = local_secrets()["jwt_secret"]
     try:
-        click.echo(auth.mint(subject, scopes.split(), ttl))
+        click.echo(auth.mint(subject, scopes.split(), ttl, patient_id=patient_id))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -166,7 +192,8 @@ def run(port: int, db_port: int | None, sample_patients: int) -> None:
 
         click.echo(f"\nAPI:       http://127.0.0.1:{port}  (OpenAPI at /openapi.json)")
         click.echo(f"database:  {cluster.url('app', user='medrec_api', password='***')}")  # noqa: S106
-        click.echo(f"dev token: {auth.mint('dev-user', ['read', 'write', 'admin'], 12 * 3600)}")
+        click.echo(f"dev token: {auth.mint(DEV_ADMIN, ['read', 'write', 'admin'], 12 * 3600)}  (admin)")
+        click.echo(f"           other callers: {TOKEN_HINT}")
         click.echo("refresh:   make refresh   (analytic table: analytic.medical_record_denormalized)")
         click.echo("ready. Ctrl-C stops everything.")
         while not stopping and api.poll() is None:
@@ -244,7 +271,7 @@ def up(aws_port: int, prefect_port: int, db_port: int | None, sample_patients: i
         deployed = json.loads(out.getvalue().strip().splitlines()[-1])
         from chalicelib.api import auth
 
-        token = auth.mint("dev-user", ["read", "write", "admin"], 12 * 3600)
+        token = auth.mint(DEV_ADMIN, ["read", "write", "admin"], 12 * 3600)
         api = deployed["api_url"]
         (LOCAL / "stack.json").write_text(json.dumps({**deployed, "prefect_ui": f"http://127.0.0.1:{prefect_port}",
                                                        "aws_endpoint": f"http://127.0.0.1:{aws_port}"}))
@@ -254,7 +281,8 @@ def up(aws_port: int, prefect_port: int, db_port: int | None, sample_patients: i
             f"  API           {api}",
             f'                (e.g. curl -H "Authorization: Bearer $TOKEN" {api}/v1/patients)',
             f"  OpenAPI       {api}/openapi.json",
-            f"  dev token     {token}",
+            f"  dev token     {token}  (admin)",
+            f"                other callers: {TOKEN_HINT}",
             f"  Prefect UI    http://127.0.0.1:{prefect_port}",
             f"  refresh       scheduled {schedule}; by hand: make start-refresh (the state machine) or make refresh",
             "  analytics     make psql-analytic, then: select * from analytic.medical_record_denormalized limit 5;",
@@ -378,7 +406,17 @@ def _load_demo_data(owner_url: str, patients: int) -> None:
         if patients:
             generate(conn, patients=patients, records_per_patient=2.5, prescriptions_per_record=2.0, seed=42,
                      progress=patients >= 20_000)
-        click.echo(f"loaded demo data: 8 fixture patients + {patients} generated")
+        with conn.cursor() as cur:  # so that the clinician's dev token has patients to see
+            cur.execute(
+                "INSERT INTO medical_app.care_team_member (patient_id, member_sub, role, granted_by) "
+                "SELECT patient_id, %s, 'attending', %s FROM medical_app.patient ORDER BY patient_id LIMIT %s",
+                (DEV_CLINICIAN, DEV_ADMIN, DEMO_CARE_TEAM_SIZE),
+            )
+        conn.commit()
+        click.echo(
+            f"loaded demo data: 8 fixture patients + {patients} generated; "
+            f"{DEV_CLINICIAN} is on the care team of the first {DEMO_CARE_TEAM_SIZE}"
+        )
     finally:
         conn.close()
 

@@ -2,6 +2,8 @@
 
 Secrets come either straight from the environment (local runs, tests) or from AWS Secrets Manager
 when an ``*_SECRET_ARN`` variable names one (deployed Lambdas); boto3 is imported only then.
+Settings that could never work (a short signing key, half an OIDC issuer) fail here, with a message
+naming the variable, rather than as a stream of 401s later.
 """
 
 from __future__ import annotations
@@ -10,6 +12,11 @@ import json
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import urlsplit
+
+# HS256 keys shorter than the hash output (RFC 7518 §3.2) are refused.
+MIN_HS256_KEY_BYTES = 32
+_LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 
 class ConfigurationError(RuntimeError):
@@ -27,6 +34,24 @@ class Settings:
     service_name: str
     default_page_size: int = 50
     max_page_size: int = 100
+    # Tokens whose exp - iat exceeds this are refused, whoever issued them (12 h by default).
+    max_token_lifetime_seconds: int = 43200
+    # An OIDC issuer whose tokens (RS256/ES256) are verified with the keys its JWKS URL serves.
+    oidc_issuer: str | None = None
+    # The audience its tokens must carry (for Amazon Cognito access tokens: the app client id).
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    # Cognito-style custom scopes "<prefix>/read" count as "read" only under this resource-server prefix.
+    oidc_scope_prefix: str | None = None
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_jwks_url)
+
+    @property
+    def dev_tokens_enabled(self) -> bool:
+        """HS256 dev tokens are accepted only when a signing key is configured."""
+        return bool(self.jwt_secret or self.jwt_secret_arn)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -39,9 +64,23 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be an integer") from exc
 
 
+def _check_oidc(settings: Settings) -> None:
+    names = {"OIDC_ISSUER": settings.oidc_issuer, "OIDC_AUDIENCE": settings.oidc_audience,
+             "OIDC_JWKS_URL": settings.oidc_jwks_url}
+    missing = [name for name, value in names.items() if not value]
+    if len(missing) == len(names):
+        return
+    if missing:
+        raise ConfigurationError(f"OIDC_ISSUER, OIDC_AUDIENCE and OIDC_JWKS_URL go together; missing {missing}")
+    url = urlsplit(settings.oidc_jwks_url or "")
+    # Keys fetched over plain HTTP could be swapped in transit; loopback is allowed for local issuers.
+    if not url.hostname or not (url.scheme == "https" or (url.scheme == "http" and url.hostname in _LOOPBACK_HOSTS)):
+        raise ConfigurationError("OIDC_JWKS_URL must be an https:// URL (http:// only for a loopback issuer)")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings(
+    settings = Settings(
         database_url=os.environ.get("DATABASE_URL") or None,
         database_secret_arn=os.environ.get("DATABASE_SECRET_ARN") or None,
         jwt_secret=os.environ.get("JWT_SECRET") or None,
@@ -51,7 +90,16 @@ def get_settings() -> Settings:
         service_name=os.environ.get("POWERTOOLS_SERVICE_NAME", "medical-records"),
         default_page_size=_env_int("DEFAULT_PAGE_SIZE", 50),
         max_page_size=_env_int("MAX_PAGE_SIZE", 100),
+        max_token_lifetime_seconds=_env_int("MAX_TOKEN_LIFETIME_SECONDS", 43200),
+        oidc_issuer=os.environ.get("OIDC_ISSUER") or None,
+        oidc_audience=os.environ.get("OIDC_AUDIENCE") or None,
+        oidc_jwks_url=os.environ.get("OIDC_JWKS_URL") or None,
+        oidc_scope_prefix=os.environ.get("OIDC_SCOPE_PREFIX") or None,
     )
+    if settings.max_token_lifetime_seconds <= 0:
+        raise ConfigurationError("MAX_TOKEN_LIFETIME_SECONDS must be a positive number of seconds")
+    _check_oidc(settings)
+    return settings
 
 
 def _read_secret(arn: str) -> str:
@@ -83,9 +131,17 @@ def database_dsn() -> str:
 
 @lru_cache(maxsize=1)
 def jwt_secret() -> str:
+    """The HS256 dev-token key, refused when shorter than MIN_HS256_KEY_BYTES."""
     settings = get_settings()
     if settings.jwt_secret:
-        return settings.jwt_secret
-    if settings.jwt_secret_arn:
-        return _read_secret(settings.jwt_secret_arn)
-    raise ConfigurationError("set JWT_SECRET or JWT_SECRET_ARN")
+        key, source = settings.jwt_secret, ""
+    elif settings.jwt_secret_arn:
+        key, source = _read_secret(settings.jwt_secret_arn), ", here the secret JWT_SECRET_ARN names"
+    else:
+        raise ConfigurationError("set JWT_SECRET or JWT_SECRET_ARN")
+    if len(key.encode()) < MIN_HS256_KEY_BYTES:
+        raise ConfigurationError(
+            f"JWT_SECRET must be at least {MIN_HS256_KEY_BYTES} bytes (an HS256 key{source}); generate one with "
+            "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+        )
+    return key

@@ -104,7 +104,9 @@ class Database:
                 connect_timeout=5,
                 options=(
                     "-c timezone=UTC -c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000 "
-                    "-c synchronous_commit=off"  # writes turn it on for their transaction (see transaction())
+                    # Every transaction carries an audit event, which must be on disk before the answer
+                    # leaves: durable commits whatever the server's default says.
+                    "-c synchronous_commit=on"
                 ),
             )
             # Transactions are managed explicitly (BEGIN ... COMMIT) so BEGIN can share a round trip.
@@ -118,15 +120,9 @@ class Database:
         self._connection = None
 
     @contextmanager
-    def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
-        """Run a unit of work in one transaction; commit on success, roll back on any error.
-
-        ``durable=False`` lets a commit return before its WAL reaches disk (read-only work whose
-        only write is its audit event; the session default): a database crash can lose at most the
-        last few hundred milliseconds of such events, never data or a half-written change.
-        """
-        begin = "BEGIN; SET LOCAL synchronous_commit TO on" if durable else "BEGIN"
-        tx = Transaction(self, begin)
+    def transaction(self) -> Iterator[Transaction]:
+        """Run a unit of work in one transaction; commit (durably) on success, roll back on any error."""
+        tx = Transaction(self, "BEGIN")
         try:
             yield tx
             tx.commit()

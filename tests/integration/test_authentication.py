@@ -64,16 +64,19 @@ def call(client: Any, method: str, path: str, authorization: str | None) -> Repl
     return Reply(response.status_code, {k.lower(): v for k, v in response.headers.items()}, text)
 
 
+def now() -> int:
+    return int(time.time())
+
+
 def claims(**overrides: Any) -> dict[str, Any]:
     settings = get_settings()
-    now = int(time.time())
     base = {
         "sub": "intruder-1",
         "scope": "read write admin",
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
-        "iat": now,
-        "exp": now + 3600,
+        "iat": now(),
+        "exp": now() + 3600,
     }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
@@ -120,9 +123,28 @@ BAD_CREDENTIALS: dict[str, Any] = {
     "no-audience": lambda: "Bearer " + signed(aud=None),
     "no-expiry": lambda: "Bearer " + signed(exp=None),
     "no-subject": lambda: "Bearer " + signed(sub=None),
-    "not-yet-valid": lambda: "Bearer " + signed(nbf=int(time.time()) + 3600),
+    "not-yet-valid": lambda: "Bearer " + signed(nbf=now() + 3600),
     "other-hmac-algorithm": lambda: "Bearer " + jwt.encode(claims(), os.environ["JWT_SECRET"], algorithm="HS512"),
     "tampered-payload": lambda: "Bearer " + _tampered(),
+    # claim hardening: exact types and bounds, whatever the JWT library would tolerate
+    "empty-subject": lambda: "Bearer " + signed(sub=""),
+    "blank-subject": lambda: "Bearer " + signed(sub="   "),
+    "subject-too-long": lambda: "Bearer " + signed(sub="x" * 256),
+    "subject-not-a-string": lambda: "Bearer " + signed(sub=12345),
+    "expiry-as-string": lambda: "Bearer " + signed(exp=str(now() + 3600)),
+    "issued-at-as-string": lambda: "Bearer " + signed(iat=str(now())),
+    "not-before-as-string": lambda: "Bearer " + signed(nbf=str(now())),
+    "expiry-as-boolean": lambda: "Bearer " + signed(exp=True),
+    "no-issued-at": lambda: "Bearer " + signed(iat=None),
+    "lifetime-of-100-years": lambda: "Bearer " + signed(exp=now() + 100 * 365 * 24 * 3600),
+    "issued-in-the-future": lambda: "Bearer " + signed(iat=now() + 3600, exp=now() + 7200),
+    "patient-id-letters": lambda: "Bearer " + signed(patient_id="abc"),
+    "patient-id-negative": lambda: "Bearer " + signed(patient_id=-1),
+    "patient-id-zero": lambda: "Bearer " + signed(patient_id=0),
+    "patient-id-non-ascii-digit": lambda: "Bearer " + signed(patient_id="١"),
+    "patient-id-too-large": lambda: "Bearer " + signed(patient_id=2**63),
+    "patient-id-float": lambda: "Bearer " + signed(patient_id=7.0),
+    "id-token": lambda: "Bearer " + signed(token_use="id"),
 }
 
 
@@ -161,7 +183,12 @@ def test_the_bad_tokens_really_are_bad():
             auth.verify(header)
         assert name  # every case is named
     # ...and a correctly built token with the same helpers is accepted.
-    assert auth.verify("Bearer " + signed()) == ("intruder-1", "read write admin")
+    good = claims()
+    identity = auth.verify("Bearer " + signed(**good))
+    assert identity == auth.Identity("intruder-1", "read write admin", None, good["exp"])
+    # the claims the table corrupts are accepted in their proper form
+    assert auth.verify("Bearer " + signed(patient_id="42", nbf=now())).patient_id == 42
+    assert auth.verify("Bearer " + signed(patient_id=42, exp=now() + 43200)).patient_id == 42
 
 
 @pytest.mark.parametrize("case", list(BAD_CREDENTIALS))
@@ -202,8 +229,8 @@ def test_required_scopes_follow_the_method():
     for (path, method), spec in route_specs().items():
         if (path, method) in PUBLIC:
             continue
-        if path.endswith("/access-log"):
-            assert spec.scope == "admin", (method, path)
+        if "/care-team" in path or path.startswith("/v1/audit/"):
+            assert spec.scope == "admin", (method, path)  # managing access and reviewing it
         elif method == "GET":
             assert spec.scope == "read", (method, path)
         else:

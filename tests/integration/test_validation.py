@@ -700,7 +700,10 @@ def fuzz_targets(ids: dict[str, int]) -> list[tuple[str, str, Any]]:
         for spec in table.routes:
             if spec.method not in ("POST", "PUT", "PATCH"):
                 continue
-            if spec.path.startswith("/v1/"):
+            if "/care-team/" in spec.path:
+                path = f"/v1/patients/{ids['patient']}/care-team/fuzz-member"
+                base = lambda: {"role": "nurse"}  # noqa: E731
+            elif spec.path.startswith("/v1/"):
                 resource = {"patients": "patient", "medical-records": "record", "prescriptions": "prescription"}[
                     spec.path.rstrip("}").split("/")[-2 if "{" in spec.path.split("/")[-1] else -1]
                 ]

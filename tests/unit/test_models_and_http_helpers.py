@@ -107,7 +107,8 @@ def test_cursor_round_trip_and_rejection():
 
 def test_tokens_round_trip_and_refuse_tampering():
     token = auth.mint("someone", ["read", "admin"], 60)
-    assert auth.verify(f"Bearer {token}") == ("someone", "read admin")
+    identity = auth.verify(f"Bearer {token}")
+    assert (identity.subject, identity.scopes, identity.patient_id) == ("someone", "read admin", None)
     header, payload, signature = token.split(".")
     for bad in (
         "",

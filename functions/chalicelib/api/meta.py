@@ -19,7 +19,7 @@ routes = RouteTable()
               response_schema={"type": "object", "properties": {"status": {"type": "string"}}})
 def health(_request: HttpRequest) -> Response:
     try:
-        with database().transaction(durable=False) as tx:
+        with database().transaction() as tx:
             tx.fetchone("SELECT 1")
     except Unavailable:
         return json_response({"status": "unavailable", "database": "unreachable"}, 503)

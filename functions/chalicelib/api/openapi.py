@@ -32,10 +32,15 @@ _LEGACY_ERROR = {"type": "object", "required": ["error"], "properties": {"error"
 _HEADER_DOCS = {
     "If-Match": "the ETag of the version you read; a stale one is answered with 412",
     "Idempotency-Key": "a retried POST with the same key creates nothing new and returns the first response",
+    "Break-Glass": (
+        "an emergency reason (10 to 500 characters) from a clinician outside the patient's care team: "
+        "the access is allowed, audited with the reason, marked with `Break-Glass-Used: true` and reviewed"
+    ),
 }
 _STATUS_TEXT = {
     200: "OK", 201: "Created", 204: "No content", 400: "Invalid request", 401: "Not authenticated",
-    403: "Missing scope", 404: "Not found", 409: "Conflict", 410: "Deleted", 412: "Stale version",
+    403: "Missing scope, or not allowed on this patient", 404: "Not found", 409: "Conflict", 410: "Deleted",
+    412: "Stale version",
     422: "Idempotency key reused", 503: "Database unavailable",
 }
 
@@ -79,9 +84,10 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
         {"name": q.name, "in": "query", "required": False, "schema": q.schema, "description": q.description}
         for q in spec.query
     ]
+    headers = (*spec.headers, "Break-Glass") if spec.scope is not None else spec.headers
     parameters += [
         {"name": h, "in": "header", "required": False, "schema": {"type": "string"}, "description": _HEADER_DOCS[h]}
-        for h in spec.headers
+        for h in headers
     ]
     operation: dict[str, Any] = {
         "operationId": spec.operation_id,
@@ -95,7 +101,10 @@ def _operation(spec: RouteSpec) -> dict[str, Any]:
     else:
         operation["description"] = f"Requires the `{spec.scope}` scope."
     if spec.body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(spec.body)}}}
+        operation["requestBody"] = {
+            "required": not spec.optional_body,
+            "content": {"application/json": {"schema": _ref(spec.body)}},
+        }
     elif spec.method in ("POST", "PUT") and spec.tag == "original-api":
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
     return operation

@@ -6,6 +6,7 @@ import json
 
 from chalice import Response
 
+from chalicelib.domain.access import BreakGlassRequired
 from chalicelib.domain.errors import (
     Conflict,
     DomainError,
@@ -24,6 +25,7 @@ PROBLEM_JSON = "application/problem+json"
 # (status, title, type suffix) per domain error class; the first matching base class wins.
 _STATUS: list[tuple[type[DomainError], int, str, str]] = [
     (ValidationFailed, 400, "Invalid request", "validation"),
+    (BreakGlassRequired, 403, "Not on the patient's care team", "break-glass-required"),
     (Forbidden, 403, "Forbidden", "forbidden"),
     (NotFound, 404, "Not found", "not-found"),
     (Conflict, 409, "Conflict", "conflict"),

@@ -22,9 +22,10 @@ from chalice import Response
 from pydantic import ValidationError
 
 from chalicelib.api import problems
-from chalicelib.domain import models
-from chalicelib.domain.errors import DomainError, FieldError, Forbidden, ValidationFailed
-from chalicelib.domain.services import Caller, PageRequest
+from chalicelib.domain import access, models
+from chalicelib.domain.access import Caller
+from chalicelib.domain.errors import DomainError, FieldError, ValidationFailed
+from chalicelib.domain.services import PageRequest
 from chalicelib.domain.validation import field_errors
 from chalicelib.observability import logger
 
@@ -48,6 +49,7 @@ class RouteSpec:
     tag: str
     scope: str | None                      # None: public
     body: type[models.ApiModel] | None = None
+    optional_body: bool = False            # the body may be omitted (its model's defaults apply)
     response: type[models.ApiModel] | None = None
     status: int = 200
     query: tuple[QueryParam, ...] = ()
@@ -102,6 +104,19 @@ class HttpRequest:
 
     def path_str(self, name: str) -> str:
         return (self._request.uri_params or {}).get(name, "")
+
+    def subject(self, name: str) -> str:
+        """A token subject named in the path (1 to 255 visible ASCII characters)."""
+        raw = self.path_str(name)
+        if not re.fullmatch(r"[\x21-\x7e]{1,255}", raw):
+            raise ValidationFailed(
+                "invalid path parameter", [FieldError(name, "must be 1 to 255 visible ASCII characters")]
+            )
+        return raw
+
+    @property
+    def has_body(self) -> bool:
+        return bool(self._request.raw_body)
 
     def raw_body(self) -> bytes:
         body = self._request.raw_body
@@ -201,13 +216,48 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _caller(app: Any) -> tuple[Caller, frozenset[str]]:
-    context = app.current_request.context or {}
+_ACTIONS = {"GET": "read", "POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+# Every answer of a protected route may carry patient data: never stored by a browser or a proxy.
+_PRIVATE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+class _Unauthenticated(Exception):
+    """The authorizer's decision no longer holds (its token has expired since it was cached)."""
+
+
+def _caller(app: Any, protected: bool) -> tuple[Caller, frozenset[str]]:
+    """Who is calling, from the authorizer's context (values are strings, as API Gateway passes them)."""
+    request = app.current_request
+    context = request.context or {}
     authorizer = context.get("authorizer") or {}
+    if protected:
+        # API Gateway caches an authorizer's answer per token for minutes: a token that expired since
+        # must not ride on that cache, so the expiry the authorizer saw is checked on every request.
+        expires_at = str(authorizer.get("exp", ""))
+        if not authorizer.get("principalId") or not expires_at.isascii() or not expires_at.isdigit():
+            raise _Unauthenticated
+        if int(expires_at) <= time.time():
+            raise _Unauthenticated
     # API Gateway's request id when present (it is what the client sees), else the Lambda invocation's.
     request_id = context.get("requestId") or getattr(app.lambda_context, "aws_request_id", None) or str(uuid.uuid4())
-    caller = Caller(subject=authorizer.get("principalId", "anonymous"), request_id=request_id)
-    return caller, frozenset(str(authorizer.get("scope", "")).split())
+    scopes = frozenset(str(authorizer.get("scope", "")).split())
+    raw_patient = str(authorizer.get("patient_id") or "")
+    patient_id = int(raw_patient) if raw_patient.isascii() and raw_patient.isdigit() else None
+    user_agent = (request.headers.get("user-agent") or "")[:512] or None
+    caller = Caller(
+        subject=authorizer.get("principalId", "anonymous"),
+        kind=access.actor_kind(scopes, patient_id),
+        request_id=request_id,
+        patient_id=patient_id,
+        source_ip=(context.get("identity") or {}).get("sourceIp"),
+        user_agent=user_agent,
+    )
+    return caller, scopes
+
+
+def _unauthorized() -> Response:
+    """The same answer API Gateway gives when the authorizer refuses a token."""
+    return Response(body='{"message":"Unauthorized"}', status_code=401, headers={"Content-Type": JSON})
 
 
 def install(app: Any, table: RouteTable, authorizer: Any) -> None:
@@ -223,22 +273,48 @@ def install(app: Any, table: RouteTable, authorizer: Any) -> None:
         )(_wrap(app, spec))
 
 
+def _first_path_id(request: Any) -> int | None:
+    for raw in (request.uri_params or {}).values():
+        if raw.isascii() and raw.isdigit() and 0 < int(raw) <= _MAX_ID:
+            return int(raw)
+    return None
+
+
 def _wrap(app: Any, spec: RouteSpec) -> Callable[..., Response]:
     route_name = f"{spec.method} {spec.path}"
+    protected = spec.scope is not None
 
     def view(**_uri_params: str) -> Response:
+        from chalicelib.api.dependencies import services  # the service graph is built on first use
+
         started = time.perf_counter()
         request = app.current_request
-        caller, scopes = _caller(app)
         try:
-            if spec.scope is not None and spec.scope not in scopes:
-                raise Forbidden(f"this route needs the '{spec.scope}' scope")
+            caller, scopes = _caller(app, protected)
+        except _Unauthenticated:
+            logger.info("request", extra={"route": route_name, "status": 401, "reason": "token expired"})
+            return _unauthorized()
+        try:
+            if protected:
+                caller.break_glass_reason = access.break_glass_reason(request.headers.get("break-glass"))
+                if spec.scope not in scopes:
+                    services().audit.refuse(
+                        caller,
+                        _ACTIONS[spec.method],
+                        spec.operation_id,
+                        _first_path_id(request),
+                        f"this route needs the '{spec.scope}' scope",
+                    )
             response = spec.handler(HttpRequest(request, caller))
         except DomainError as exc:
             response = _domain_error_response(spec, exc)
         except Exception as exc:  # a bug or an unexpected dependency failure: no detail to the caller
             logger.error("unhandled error", extra={"route": route_name, "error_type": type(exc).__name__})
             response = problems.internal_error()
+        if protected:
+            response.headers.update(_PRIVATE_HEADERS)
+            if caller.break_glass_used:
+                response.headers["Break-Glass-Used"] = "true"
         logger.info(
             "request",
             extra={
@@ -246,6 +322,8 @@ def _wrap(app: Any, spec: RouteSpec) -> Callable[..., Response]:
                 "status": response.status_code,
                 "request_id": caller.request_id,
                 "actor": caller.subject,
+                "actor_kind": caller.kind.value,
+                "break_glass": caller.break_glass_used,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             },
         )

@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 from chalice import Response
+from pydantic import AwareDatetime
 
 from chalicelib.api.dependencies import services
 from chalicelib.api.routing import (
@@ -181,9 +182,9 @@ def get_patient_summary(request: HttpRequest) -> Response:
 @routes.route(
     "GET",
     "/v1/patients/{patientId}/access-log",
-    summary="Who accessed this patient's data",
+    summary="Who accessed this patient's data (admins, and the patient themself)",
     tag="audit",
-    scope="admin",
+    scope="read",
     response=models.AuditEventPage,
     query=PAGE_QUERY,
     errors=(400, 404),
@@ -191,6 +192,81 @@ def get_patient_summary(request: HttpRequest) -> Response:
 def get_patient_access_log(request: HttpRequest) -> Response:
     page = request.page()
     result = services().patients.access_log(request.caller, request.path_id("patientId"), page)
+    return _page(result, models.AuditEventPage)
+
+
+# --- care teams and break-the-glass review (admin) --------------------------------------------
+
+
+@routes.route(
+    "GET",
+    "/v1/patients/{patientId}/care-team",
+    summary="Who is and was on a patient's care team",
+    tag="care-team",
+    scope="admin",
+    response=models.CareTeamMemberPage,
+    query=PAGE_QUERY,
+    errors=(400, 404),
+)
+def list_care_team(request: HttpRequest) -> Response:
+    page = request.page()
+    result = services().care_teams.members(request.caller, request.path_id("patientId"), page)
+    return _page(result, models.CareTeamMemberPage)
+
+
+@routes.route(
+    "PUT",
+    "/v1/patients/{patientId}/care-team/{memberSub}",
+    summary="Put a clinician (by token subject) on a patient's care team",
+    tag="care-team",
+    scope="admin",
+    body=models.CareTeamGrant,
+    optional_body=True,
+    response=models.CareTeamMember,
+    errors=(400, 404, 409, 410),
+)
+def grant_care_team_member(request: HttpRequest) -> Response:
+    patient_id, member_sub = request.path_id("patientId"), request.subject("memberSub")
+    grant = request.model(models.CareTeamGrant) if request.has_body else models.CareTeamGrant()
+    member, _created = services().care_teams.grant(request.caller, patient_id, member_sub, grant.role)
+    return json_response(member)
+
+
+@routes.route(
+    "DELETE",
+    "/v1/patients/{patientId}/care-team/{memberSub}",
+    summary="Take a member off a patient's care team (effective on their next request; history kept)",
+    tag="care-team",
+    scope="admin",
+    status=204,
+    errors=(400, 404),
+)
+def revoke_care_team_member(request: HttpRequest) -> Response:
+    services().care_teams.revoke(request.caller, request.path_id("patientId"), request.subject("memberSub"))
+    return Response(body="", status_code=204)
+
+
+class BreakGlassQuery(models.ApiModel):
+    since: AwareDatetime
+
+
+@routes.route(
+    "GET",
+    "/v1/audit/break-glass",
+    summary="Break-the-glass accesses since a time, oldest first, with their reasons (for review)",
+    tag="audit",
+    scope="admin",
+    response=models.AuditEventPage,
+    query=(
+        QueryParam("since", {"type": "string", "format": "date-time"}, "ISO 8601 time with a zone (required)"),
+        *PAGE_QUERY,
+    ),
+    errors=(400,),
+)
+def list_break_glass_accesses(request: HttpRequest) -> Response:
+    page = request.page()
+    query = request.model(BreakGlassQuery, {"since": request.query.get("since")})
+    result = services().audit.break_glass(request.caller, query.since, page)
     return _page(result, models.AuditEventPage)
 
 

@@ -186,15 +186,46 @@ class PatientSummary(ApiModel):
 
 
 class AuditEvent(ApiModel):
+    """One access decision on patient data (where it came from is kept in the trail, not served here)."""
+
     audit_event_id: int
     occurred_at: datetime
     actor: str
+    actor_kind: str | None = Field(description="admin, clinician or patient")
     action: str
     resource_type: str
     resource_id: int | None
     patient_ids: list[int]
     request_id: str | None
-    outcome: str
+    outcome: str = Field(description="success, denied, not_found, gone, conflict, precondition_failed, ...")
+    reason: str | None = Field(description="the break-the-glass reason, or why the access was denied")
+    break_glass: bool
+
+
+# --- care teams -----------------------------------------------------------------------------------
+
+CareTeamRole = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,49}$"),
+    Field(examples=["attending"], description="lower-case word: attending, nurse, pharmacist, ..."),
+]
+
+
+class CareTeamGrant(ApiModel):
+    """The body of a care-team PUT (optional: the role defaults to ``member``)."""
+
+    role: CareTeamRole = "member"
+
+
+class CareTeamMember(ApiModel):
+    care_team_member_id: int
+    patient_id: int
+    member_sub: str = Field(description="the member's token subject")
+    role: str
+    granted_by: str
+    granted_at: datetime
+    revoked_by: str | None
+    revoked_at: datetime | None
 
 
 class Page(ApiModel):
@@ -214,3 +245,4 @@ PatientPage = page_model(Patient)
 MedicalRecordPage = page_model(MedicalRecord)
 PrescriptionPage = page_model(Prescription)
 AuditEventPage = page_model(AuditEvent)
+CareTeamMemberPage = page_model(CareTeamMember)

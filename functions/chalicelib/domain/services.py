@@ -1,8 +1,10 @@
-"""The rules of the service: what may be read and changed, in which transaction, and how it is audited.
+"""The rules of the service: who may read and change what, in which transaction, and how it is audited.
 
-Every public method takes the ``Caller`` (who, with which request id) and writes exactly one audit
-event: in the same transaction as the data on success, or after the rollback when the request
-fails for a reason tied to a resource (not found, gone, stale version, conflict).
+Every public method takes the ``Caller`` (who, in which context, with which request id), asks
+``access`` before it returns or changes patient data, and writes exactly one audit event: in the
+same transaction as the data on success, or after the rollback when the request fails for a reason
+tied to a resource (denied, not found, gone, stale version, conflict). Either way the event is
+committed durably before the answer leaves.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from chalicelib.db import Database, Transaction
-from chalicelib.domain import models
+from chalicelib.domain import access, models
+from chalicelib.domain.access import ActorKind, Caller
 from chalicelib.domain.errors import (
     Conflict,
     DomainError,
+    Forbidden,
     Gone,
     IdempotencyKeyReused,
     NotFound,
@@ -30,7 +34,7 @@ from chalicelib.domain.errors import (
     ValidationFailed,
 )
 from chalicelib.domain.validation import field_errors
-from chalicelib.repositories import audit, idempotency
+from chalicelib.repositories import audit, care_team, idempotency
 from chalicelib.repositories.resources import (
     ResourceRepository,
     StoredRow,
@@ -40,12 +44,6 @@ from chalicelib.repositories.resources import (
     patients,
     prescriptions,
 )
-
-
-@dataclass(frozen=True)
-class Caller:
-    subject: str
-    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,11 @@ class _AuditNote:
     resource_type: str
     resource_id: int | None = None
     patient_ids: list[int] = field(default_factory=list)
+    reason: str | None = None
+    break_glass: bool = False
+
+
+_AUDITED_FAILURES = (NotFound, Gone, PreconditionFailed, Conflict, IdempotencyKeyReused, Forbidden)
 
 
 class _UnitOfWork:
@@ -80,15 +83,16 @@ class _UnitOfWork:
 
     @contextmanager
     def __call__(
-        self, caller: Caller, action: str, resource_type: str, resource_id: int | None = None, *, durable: bool
+        self, caller: Caller, action: str, resource_type: str, resource_id: int | None = None
     ) -> Iterator[tuple[Transaction, _AuditNote]]:
         note = _AuditNote(action, resource_type, resource_id)
         try:
-            with self._db.transaction(durable=durable) as tx:
+            with self._db.transaction() as tx:
                 yield tx, note
                 self._record(tx, caller, note, "success")
-        except (NotFound, Gone, PreconditionFailed, Conflict, IdempotencyKeyReused) as exc:
-            with self._db.transaction(durable=False) as tx:
+        except _AUDITED_FAILURES as exc:
+            note.reason = access.denial_reason(exc) or note.reason
+            with self._db.transaction() as tx:
                 self._record(tx, caller, note, exc.audit_outcome)
             raise
 
@@ -97,18 +101,43 @@ class _UnitOfWork:
         audit.record(
             tx,
             actor=caller.subject,
+            actor_kind=caller.kind.value,
             action=note.action,
             resource_type=note.resource_type,
             resource_id=note.resource_id,
             patient_ids=note.patient_ids,
             request_id=caller.request_id,
             outcome=outcome,
+            source_ip=caller.source_ip,
+            user_agent=caller.user_agent,
+            reason=note.reason,
+            break_glass=note.break_glass,
         )
 
 
-def _live(row: StoredRow | None, resource: str, key: int) -> StoredRow:
+def _check(
+    caller: Caller, note: _AuditNote, row: StoredRow, *, write: bool, not_found: str
+) -> None:
+    """Ask ``access`` about the row's patient; note a break-the-glass access for the trail and the answer."""
+    decision = access.decide(caller, row.patient_id, on_team=row.on_team, write=write, not_found=not_found)
+    if decision.break_glass:
+        note.break_glass = True
+        note.reason = decision.reason
+        caller.break_glass_used = True
+
+
+def _missing(resource: str, key: int) -> str:
+    return f"{resource} {key} does not exist"
+
+
+def _found(row: StoredRow | None, resource: str, key: int, note: _AuditNote) -> StoredRow:
     if row is None:
-        raise NotFound(f"{resource} {key} does not exist")
+        raise NotFound(_missing(resource, key))
+    note.patient_ids.append(row.patient_id)
+    return row
+
+
+def _live(row: StoredRow, resource: str, key: int) -> StoredRow:
     if row.deleted:
         raise Gone(f"{resource} {key} has been deleted")
     return row
@@ -143,13 +172,19 @@ class ResourceService:
     def to_model(self, row: StoredRow) -> Any:
         return self._output_model.model_construct(**row.values)
 
+    def _get_checked(
+        self, tx: Transaction, caller: Caller, note: _AuditNote, key: int, *, write: bool, lock: str | None = None
+    ) -> StoredRow:
+        """The row, once ``caller`` may act on it (live or not: callers decide what a deleted row means)."""
+        row = _found(self.repository.get(tx, key, lock=lock, member_sub=caller.member_sub), self.resource, key, note)
+        _check(caller, note, row, write=write, not_found=_missing(self.resource, key))
+        return row
+
     # -- reads ----------------------------------------------------------------------------------
 
     def get(self, caller: Caller, key: int) -> Any:
-        with self._unit(caller, "read", self.resource, key, durable=False) as (tx, note):
-            row = self.repository.get(tx, key)
-            if row is not None:
-                note.patient_ids.append(row.patient_id)
+        with self._unit(caller, "read", self.resource, key) as (tx, note):
+            row = self._get_checked(tx, caller, note, key, write=False)
             return self.to_model(_live(row, self.resource, key))
 
     def list(
@@ -160,16 +195,20 @@ class ResourceService:
         parent_key: int | None = None,
         filters: Sequence[tuple[str, Any]] = (),
     ) -> Page:
-        with self._unit(caller, "list", self.resource, parent_key, durable=False) as (tx, note):
+        """A page of live rows: under one parent (which the caller must be allowed to see), or of
+        every patient the caller may see."""
+        with self._unit(caller, "list", self.resource, parent_key) as (tx, note):
             conditions = list(filters)
+            visibility = access.list_visibility(caller)
             if parent_key is not None:
-                parent_row = self.parent.repository.get(tx, parent_key)
-                if parent_row is not None:
-                    note.patient_ids.append(parent_row.patient_id)
-                _live(parent_row, self.parent.resource, parent_key)
                 note.resource_type = f"{self.parent.resource}.{self.resource}"
+                parent_row = self.parent._get_checked(tx, caller, note, parent_key, write=False)
+                _live(parent_row, self.parent.resource, parent_key)
                 conditions.append((self.table.parent_key, parent_key))
-            rows = self.repository.list_live(tx, conditions=conditions, after=page.after, limit=page.limit + 1)
+                visibility = None  # decided above, for the one patient the parent belongs to
+            rows = self.repository.list_live(
+                tx, conditions=conditions, after=page.after, limit=page.limit + 1, visibility=visibility
+            )
             has_more = len(rows) > page.limit
             rows = rows[: page.limit]
             note.patient_ids.extend(r.patient_id for r in rows)
@@ -187,37 +226,43 @@ class ResourceService:
         idempotency_key: str | None = None,
     ) -> Created:
         values = data.model_dump(include=set(self.table.writable), by_alias=False)
-        with self._unit(caller, "create", self.resource, durable=True) as (tx, note):
+        with self._unit(caller, "create", self.resource) as (tx, note):
+            access.may_write(caller)
             if idempotency_key is not None:
                 fingerprint = _fingerprint(self.resource, parent_key, data)
                 stored = idempotency.claim(tx, caller.subject, idempotency_key, fingerprint)
                 if stored is not None:
-                    return self._replay(tx, stored, fingerprint, note)
+                    return self._replay(tx, caller, stored, fingerprint, note)
             if self.parent is not None:
-                parent_row = self.parent.repository.get(tx, parent_key, lock="share")
+                parent_row = self.parent.repository.get(tx, parent_key, lock="share", member_sub=caller.member_sub)
                 if parent_row is None:
-                    raise ParentNotFound(f"{self.parent.resource} {parent_key} does not exist")
+                    raise ParentNotFound(_missing(self.parent.resource, parent_key))
+                note.patient_ids.append(parent_row.patient_id)
+                _check(caller, note, parent_row, write=True, not_found=_missing(self.parent.resource, parent_key))
                 if parent_row.deleted:
                     raise ParentGone(f"{self.parent.resource} {parent_key} has been deleted")
                 values[self.table.parent_key] = parent_key
             row = self.repository.insert(tx, values)
             note.resource_id = row.values[self.table.key]
             note.patient_ids.append(row.patient_id)
+            self._after_create(tx, caller, row)
             resource = self.to_model(row)
             if idempotency_key is not None:
                 idempotency.complete(tx, caller.subject, idempotency_key, self.resource, resource.model_dump_json())
             return Created(resource, replayed=False)
 
+    def _after_create(self, tx: Transaction, caller: Caller, row: StoredRow) -> None:
+        pass
+
     def _replay(
-        self, tx: Transaction, stored: idempotency.StoredResponse, fingerprint: str, note: _AuditNote
+        self, tx: Transaction, caller: Caller, stored: idempotency.StoredResponse, fingerprint: str, note: _AuditNote
     ) -> Created:
         if stored.request_fingerprint != fingerprint or stored.resource_type != self.resource:
             raise IdempotencyKeyReused("this Idempotency-Key was already used for a different request")
         resource = self._output_model.model_validate_json(stored.resource_json)
         note.resource_id = getattr(resource, self.table.key)
-        current = self.repository.get(tx, note.resource_id)
-        if current is not None:
-            note.patient_ids.append(current.patient_id)
+        # The first response is replayed only while the caller may still see what it created.
+        self._get_checked(tx, caller, note, note.resource_id, write=False)
         return Created(resource, replayed=True)
 
     def update(
@@ -231,19 +276,22 @@ class ResourceService:
     ) -> Any:
         """PUT (``partial=False``: every field replaced) or PATCH (only the fields sent)."""
         provided = changes.model_fields_set if partial else set(type(changes).model_fields)
-        with self._unit(caller, "update", self.resource, key, durable=True) as (tx, note):
-            row = self.repository.get(tx, key, lock="update")
-            if row is not None:
-                note.patient_ids.append(row.patient_id)
-            row = _live(row, self.resource, key)
+        with self._unit(caller, "update", self.resource, key) as (tx, note):
+            access.may_write(caller)
+            row = _live(self._get_checked(tx, caller, note, key, write=True, lock="update"), self.resource, key)
             _check_version(row, expected_version, self.resource, key)
             values = {name: getattr(changes, name) for name in provided if name in self.table.writable}
             self._validate_merged(row, values)
             new_parent = getattr(changes, self.table.parent_key, None) if self.table.parent_key else None
             if new_parent is not None and new_parent != row.values[self.table.parent_key]:
-                parent_row = self.parent.repository.get(tx, new_parent, lock="share")
-                if parent_row is None or parent_row.deleted:
-                    raise ParentNotFound(f"{self.parent.resource} {new_parent} does not exist")
+                # Moving a row writes to both patients: the caller must be allowed on the new one too.
+                parent_row = self.parent.repository.get(tx, new_parent, lock="share", member_sub=caller.member_sub)
+                if parent_row is None:
+                    raise ParentNotFound(_missing(self.parent.resource, new_parent))
+                note.patient_ids.append(parent_row.patient_id)
+                _check(caller, note, parent_row, write=True, not_found=_missing(self.parent.resource, new_parent))
+                if parent_row.deleted:
+                    raise ParentNotFound(_missing(self.parent.resource, new_parent))
                 values[self.table.parent_key] = new_parent
             if not values:  # nothing to change: no write, no new version
                 return self.to_model(row)
@@ -261,11 +309,9 @@ class ResourceService:
 
     def delete(self, caller: Caller, key: int, *, expected_version: int | None = None) -> bool:
         """Soft delete; deleting what is already deleted succeeds and changes nothing (returns False)."""
-        with self._unit(caller, "delete", self.resource, key, durable=True) as (tx, note):
-            row = self.repository.get(tx, key, lock="update")
-            if row is None:
-                raise NotFound(f"{self.resource} {key} does not exist")
-            note.patient_ids.append(row.patient_id)
+        with self._unit(caller, "delete", self.resource, key) as (tx, note):
+            access.may_write(caller)
+            row = self._get_checked(tx, caller, note, key, write=True, lock="update")
             if row.deleted:
                 return False
             _check_version(row, expected_version, self.resource, key)
@@ -281,21 +327,26 @@ class PatientService(ResourceService):
     def _cascade(self, tx: Transaction, key: int) -> None:
         cascade_soft_delete_patient(tx, key)
 
+    def _after_create(self, tx: Transaction, caller: Caller, row: StoredRow) -> None:
+        """Whoever registers a patient joins their care team (a patient-context caller cannot register)."""
+        care_team.grant(tx, row.patient_id, caller.subject, CREATOR_ROLE, caller.subject)
+
     def get_by_card_number(self, caller: Caller, id_card_num: str) -> Any:
-        with self._unit(caller, "read", self.resource, durable=False) as (tx, note):
-            rows = self.repository.list_live(tx, conditions=[("id_card_num", id_card_num)], after=None, limit=1)
+        with self._unit(caller, "read", self.resource) as (tx, note):
+            rows = self.repository.list_live(
+                tx, conditions=[("id_card_num", id_card_num)], after=None, limit=1, member_sub=caller.member_sub
+            )
             if not rows:
                 raise NotFound("no live patient has this card number")
             note.resource_id = rows[0].values["patient_id"]
             note.patient_ids.append(rows[0].patient_id)
+            _check(caller, note, rows[0], write=False, not_found="no live patient has this card number")
             return self.to_model(rows[0])
 
     def summary(self, caller: Caller, patient_id: int) -> models.PatientSummary:
-        with self._unit(caller, "read", "patient_summary", patient_id, durable=False) as (tx, note):
-            row = patients.get(tx, patient_id)
-            if row is not None:
-                note.patient_ids.append(patient_id)
-            patient = self.to_model(_live(row, self.resource, patient_id))
+        with self._unit(caller, "read", "patient_summary", patient_id) as (tx, note):
+            row = _live(self._get_checked(tx, caller, note, patient_id, write=False), self.resource, patient_id)
+            patient = self.to_model(row)
             records = medical_records.list_live(tx, conditions=[("patient_id", patient_id)], after=None, limit=10_000)
             record_ids = [r.values["medical_record_id"] for r in records]
             by_record: dict[int, list[models.Prescription]] = {k: [] for k in record_ids}
@@ -313,11 +364,9 @@ class PatientService(ResourceService):
 
     def access_log(self, caller: Caller, patient_id: int, page: PageRequest) -> Page:
         """Who touched this patient, newest first (deleted patients included: the trail outlives them)."""
-        with self._unit(caller, "read", "access_log", patient_id, durable=False) as (tx, note):
-            row = patients.get(tx, patient_id)
-            if row is None:
-                raise NotFound(f"patient {patient_id} does not exist")
-            note.patient_ids.append(patient_id)
+        with self._unit(caller, "read", "access_log", patient_id) as (tx, note):
+            _found(patients.get(tx, patient_id), self.resource, patient_id, note)
+            access.may_read_access_log(caller, patient_id, not_found=_missing(self.resource, patient_id))
             events = audit.for_patient(tx, patient_id, before=page.after, limit=page.limit + 1)
             has_more = len(events) > page.limit
             events = events[: page.limit]
@@ -330,6 +379,78 @@ class MedicalRecordService(ResourceService):
         cascade_soft_delete_medical_record(tx, key)
 
 
+CREATOR_ROLE = "creator"
+
+
+class CareTeamService:
+    """Admins manage who is on a patient's care team; every change and read is audited."""
+
+    def __init__(self, db: Database) -> None:
+        self._unit = _UnitOfWork(db)
+
+    def _patient(self, tx: Transaction, caller: Caller, note: _AuditNote, patient_id: int) -> StoredRow:
+        access.must_be_admin(caller, "managing care teams")
+        return _found(patients.get(tx, patient_id), "patient", patient_id, note)
+
+    def members(self, caller: Caller, patient_id: int, page: PageRequest) -> Page:
+        """Every membership, active and revoked (the history of who could see the patient)."""
+        with self._unit(caller, "read", "care_team", patient_id) as (tx, note):
+            self._patient(tx, caller, note, patient_id)
+            rows = care_team.for_patient(tx, patient_id, after=page.after, limit=page.limit + 1)
+            has_more = len(rows) > page.limit
+            rows = rows[: page.limit]
+            items = [models.CareTeamMember.model_construct(**r) for r in rows]
+            return Page(items, rows[-1]["care_team_member_id"] if has_more else None)
+
+    def grant(self, caller: Caller, patient_id: int, member_sub: str, role: str) -> tuple[Any, bool]:
+        """Put ``member_sub`` on the team with ``role``; (member, created). A new role is a new grant."""
+        with self._unit(caller, "grant", "care_team", patient_id) as (tx, note):
+            row = self._patient(tx, caller, note, patient_id)
+            _live(row, "patient", patient_id)
+            current = care_team.active(tx, patient_id, member_sub, lock=True)
+            if current is not None and current["role"] == role:
+                return models.CareTeamMember.model_construct(**current), False
+            if current is not None:
+                care_team.revoke(tx, current["care_team_member_id"], caller.subject)
+            granted = care_team.grant(tx, patient_id, member_sub, role, caller.subject)
+            if granted is None:  # a concurrent grant of the same member committed first
+                raise Conflict("this member was granted concurrently; retry")
+            return models.CareTeamMember.model_construct(**granted), current is None
+
+    def revoke(self, caller: Caller, patient_id: int, member_sub: str) -> bool:
+        """End the membership; takes effect on the member's next request. False when there was none."""
+        with self._unit(caller, "revoke", "care_team", patient_id) as (tx, note):
+            self._patient(tx, caller, note, patient_id)
+            current = care_team.active(tx, patient_id, member_sub, lock=True)
+            if current is None:
+                return False
+            care_team.revoke(tx, current["care_team_member_id"], caller.subject)
+            return True
+
+
+class AuditReviewService:
+    def __init__(self, db: Database) -> None:
+        self._unit = _UnitOfWork(db)
+
+    def break_glass(self, caller: Caller, since: Any, page: PageRequest) -> Page:
+        """Every break-the-glass access since ``since``, oldest first, with its reason (admins only)."""
+        with self._unit(caller, "list", "break_glass_access") as (tx, note):
+            access.must_be_admin(caller, "reviewing break-the-glass accesses")
+            events = audit.break_glass_since(tx, since, after=page.after, limit=page.limit + 1)
+            has_more = len(events) > page.limit
+            events = events[: page.limit]
+            for e in events:
+                note.patient_ids.extend(e["patient_ids"])
+            items = [models.AuditEvent.model_construct(**e) for e in events]
+            return Page(items, events[-1]["audit_event_id"] if has_more else None)
+
+    def refuse(self, caller: Caller, action: str, resource_type: str, resource_id: int | None, reason: str) -> None:
+        """Refuse a request before it reaches any data (a token without the route's scope): audited, then raised."""
+        with self._unit(caller, action, resource_type, resource_id) as (_tx, note):
+            note.reason = reason
+            raise Forbidden(reason)
+
+
 def _fingerprint(resource: str, parent_key: int | None, data: models.ApiModel) -> str:
     payload = json.dumps([resource, parent_key, data.model_dump(mode="json")], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -340,6 +461,8 @@ class Services:
     patients: PatientService
     medical_records: MedicalRecordService
     prescriptions: ResourceService
+    care_teams: CareTeamService
+    audit: AuditReviewService
 
 
 def build_services(db: Database) -> Services:
@@ -350,7 +473,7 @@ def build_services(db: Database) -> Services:
     prescription_service = ResourceService(
         db, prescriptions, models.PrescriptionWrite, models.Prescription, parent=record_service
     )
-    return Services(patient_service, record_service, prescription_service)
+    return Services(patient_service, record_service, prescription_service, CareTeamService(db), AuditReviewService(db))
 
 
-__all__ = ["Caller", "Created", "DomainError", "Page", "PageRequest", "Services", "build_services"]
+__all__ = ["ActorKind", "Caller", "Created", "DomainError", "Page", "PageRequest", "Services", "build_services"]

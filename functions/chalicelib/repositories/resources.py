@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.db import Transaction
+from chalicelib.domain.access import Visibility
 from chalicelib.repositories.tables import MEDICAL_RECORD, PATIENT, PRESCRIPTION, Table
 
 
 @dataclass(frozen=True)
 class StoredRow:
     values: dict[str, Any]  # the resource's columns, named as in the model
-    patient_id: int  # the patient the row belongs to (for the audit trail)
+    patient_id: int  # the patient the row belongs to (for access decisions and the audit trail)
     deleted: bool
+    on_team: bool = False  # whether the subject asked about is on that patient's care team
 
 
 class ResourceRepository:
@@ -22,7 +24,11 @@ class ResourceRepository:
         self.table = table
         t = table
         self._returning = f"{t.select_list}, {t.patient_id_sql}, t.deleted_timestamp IS NOT NULL"
-        self._get = f"SELECT {self._returning} FROM {t.name} t WHERE t.{t.key} = %s"
+        # One probe of the care team's unique index, answered with the row itself (no extra round trip).
+        self._on_team = (
+            "EXISTS (SELECT 1 FROM medical_app.care_team_member m "
+            f"WHERE m.patient_id = {t.patient_id_sql} AND m.member_sub = %s AND m.revoked_at IS NULL)"
+        )
         insert_columns = ((t.parent_key,) if t.parent_key else ()) + t.writable
         self._insert_columns = insert_columns
         self._insert = (
@@ -34,14 +40,26 @@ class ResourceRepository:
             f"WHERE t.{t.key} = %s AND t.deleted_timestamp IS NULL RETURNING {self._returning}"
         )
 
+    def _select(self, member_sub: str | None) -> tuple[str, list[Any]]:
+        """The select list, with the care-team flag for ``member_sub`` when one is given."""
+        if member_sub is None:
+            return self._returning, []
+        return f"{self._returning}, {self._on_team}", [member_sub]
+
     def _row(self, raw: Sequence[Any]) -> StoredRow:
         n = len(self.table.columns)
-        return StoredRow(dict(zip(self.table.columns, raw[:n], strict=True)), raw[n], raw[n + 1])
+        on_team = bool(raw[n + 2]) if len(raw) > n + 2 else False
+        return StoredRow(dict(zip(self.table.columns, raw[:n], strict=True)), raw[n], raw[n + 1], on_team)
 
-    def get(self, tx: Transaction, key: int, *, lock: str | None = None) -> StoredRow | None:
-        """``lock``: None, "update" (to change it) or "share" (to keep it alive while adding children)."""
+    def get(
+        self, tx: Transaction, key: int, *, lock: str | None = None, member_sub: str | None = None
+    ) -> StoredRow | None:
+        """``lock``: None, "update" (to change it) or "share" (to keep it alive while adding children).
+        ``member_sub``: also tell whether that subject is on the owning patient's care team."""
         suffix = {None: "", "update": " FOR UPDATE OF t", "share": " FOR SHARE OF t"}[lock]
-        raw = tx.fetchone(self._get + suffix, (key,))
+        select, params = self._select(member_sub)
+        sql = f"SELECT {select} FROM {self.table.name} t WHERE t.{self.table.key} = %s{suffix}"
+        raw = tx.fetchone(sql, (*params, key))
         return self._row(raw) if raw else None
 
     def insert(self, tx: Transaction, values: dict[str, Any]) -> StoredRow:
@@ -66,23 +84,49 @@ class ResourceRepository:
         conditions: Sequence[tuple[str, Any]] = (),
         after: int | None,
         limit: int,
+        visibility: Visibility | None = None,
+        member_sub: str | None = None,
     ) -> list[StoredRow]:
-        """Live rows in key order after ``after``; ``conditions`` are (column, value) equalities."""
-        where = ["t.deleted_timestamp IS NULL"]
+        """Live rows in key order after ``after``; ``conditions`` are (column, value) equalities.
+
+        ``visibility`` limits the rows to those of a clinician's care-team patients or of one patient.
+        It is walked patient by patient (an index range per patient, then a top-N merge), so the cost
+        follows the patients visible, not the size of the table.
+        """
+        t = self.table
+        where: list[str] = ["r.deleted_timestamp IS NULL"]
         params: list[Any] = []
         for column, value in conditions:
-            if column not in self.table.columns:
+            if column not in t.columns:
                 raise ValueError(f"unknown column {column}")
-            where.append(f"t.{column} = %s")
+            where.append(f"r.{column} = %s")
             params.append(value)
         if after is not None:
-            where.append(f"t.{self.table.key} > %s")
+            where.append(f"r.{t.key} > %s")
             params.append(after)
-        sql = (
-            f"SELECT {self._returning} FROM {self.table.name} t WHERE {' AND '.join(where)} "
-            f"ORDER BY t.{self.table.key} LIMIT %s"
-        )
-        return [self._row(r) for r in tx.fetchall(sql, [*params, limit])]
+        select, select_params = self._select(member_sub)
+        if visibility is None:
+            keys = f"SELECT r.{t.key} FROM {t.name} r WHERE {' AND '.join(where)} ORDER BY r.{t.key} LIMIT %s"
+            keys_params = [*params, limit]
+        else:
+            if visibility.member_sub is not None:
+                patients_sql = (
+                    "SELECT m.patient_id FROM medical_app.care_team_member m "
+                    "WHERE m.member_sub = %s AND m.revoked_at IS NULL"
+                )
+                patients_params: list[Any] = [visibility.member_sub]
+            else:
+                patients_sql = "SELECT %s::bigint AS patient_id"
+                patients_params = [visibility.patient_id]
+            keys = (
+                f"SELECT x.k FROM ({patients_sql}) v CROSS JOIN LATERAL ("
+                f"SELECT r.{t.key} FROM {t.name} r {t.patient_join} "
+                f"WHERE {' AND '.join(where)} AND {t.patient_column} = v.patient_id ORDER BY r.{t.key} LIMIT %s"
+                ") x(k) ORDER BY x.k LIMIT %s"
+            )
+            keys_params = [*patients_params, *params, limit, limit]
+        sql = f"SELECT {select} FROM {t.name} t WHERE t.{t.key} IN ({keys}) ORDER BY t.{t.key}"
+        return [self._row(r) for r in tx.fetchall(sql, [*select_params, *keys_params])]
 
     def live_children(self, tx: Transaction, parent_keys: Sequence[int]) -> list[StoredRow]:
         sql = (

@@ -18,6 +18,8 @@ class Table:
     parent_key: str | None        # FK column to the parent resource
     parent: Table | None
     patient_id_sql: str           # expression giving the owning patient's id, with the table aliased as t
+    patient_join: str = ""        # join that reaches the owning patient's id from the table aliased as r
+    patient_column: str = "r.patient_id"  # the owning patient's id once ``patient_join`` is applied
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -61,4 +63,6 @@ PRESCRIPTION = Table(
     patient_id_sql=(
         "(SELECT r.patient_id FROM medical_app.medical_record r WHERE r.medical_record_id = t.medical_record_id)"
     ),
+    patient_join="JOIN medical_app.medical_record pr ON pr.medical_record_id = r.medical_record_id",
+    patient_column="pr.patient_id",
 )
