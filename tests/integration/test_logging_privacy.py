@@ -36,6 +36,7 @@ HOSPITAL = "Brobdingnag Infirmary"
 DOCTOR = "Dr. Ottoline Vexworthy"
 DOSE = "7 drops fortnightly"
 BIRTH_DATE = "1911-11-17"
+REASON = "Quorblax seizure in the Vexworth ward"  # a break-the-glass reason: health information too
 APP_LOGGER = "medical-records"
 
 
@@ -147,7 +148,7 @@ def test_full_crud_run_logs_no_personal_data(api, tokens, log_capture):
     legacy_card = card_number()
     missing_card = card_number()
     secrets = [FIRST, LAST, DIAGNOSIS, SYMPTOM, PHONE, MEDICINE, HOSPITAL, DOCTOR, DOSE, BIRTH_DATE, card,
-               legacy_card, missing_card]
+               legacy_card, missing_card, REASON]
     patient = {"idCardNum": card, "firstName": FIRST, "lastName": LAST, "birthDate": BIRTH_DATE, "phoneNum": PHONE}
     visit = {
         "hospitalName": HOSPITAL,
@@ -198,6 +199,10 @@ def test_full_crud_run_logs_no_personal_data(api, tokens, log_capture):
     call(401, "POST", "/v1/patients", patient, via=api.as_token(None))
     call(401, "POST", "/v1/patients", patient, via=api.as_token(FIRST))
     call(403, "POST", "/v1/patients", patient, via=api.as_token(tokens["read"]))
+    outsider = api.as_token(tokens["read"])  # a clinician outside this patient's care team
+    call(403, "GET", f"/v1/patients/{pid}", via=outsider)
+    call(200, "GET", f"/v1/patients/{pid}", via=outsider, headers={"Break-Glass": REASON})
+    call(400, "GET", f"/v1/patients/{pid}", via=outsider, headers={"Break-Glass": "Quorblax"})
 
     # --- the original routes ------------------------------------------------------------------------
     legacy_patient = {**patient, "idCardNum": legacy_card}
