@@ -53,14 +53,19 @@ test-unit: $(STAMP) ## unit tests only (no I/O)
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check .
 
-bench: $(STAMP) ## all benchmarks, ≈ 6 min (results in bench/results/)
+bench: $(STAMP) ## all benchmarks, ≈ 10 min (results in bench/results/)
 	$(PY) bench/api_latency.py
 	$(PY) bench/cold_start.py
+	$(PY) bench/access_latency.py
 	$(PY) bench/pipeline_refresh.py
 
-bench-api: $(STAMP) ## API latency and cold start only (≈ 45 s)
+bench-api: $(STAMP) ## API latency, cold start and access-controlled reads (≈ 5 min; SIZES=2000,20000 for a quick run)
 	$(PY) bench/api_latency.py
 	$(PY) bench/cold_start.py
+	$(PY) bench/access_latency.py --sizes $${SIZES:-10000,1000000}
+
+bench-access: $(STAMP) ## reads as admin/clinician/patient at 10k and 1M patients (≈ 4 min; SIZES=2000,20000 for a quick run)
+	$(PY) bench/access_latency.py --sizes $${SIZES:-10000,1000000}
 
 bench-pipeline: $(STAMP) ## analytics refresh on 1,000,000 prescriptions (≈ 5 min; PRESCRIPTIONS=20000 for a quick run)
 	$(PY) bench/pipeline_refresh.py --prescriptions $${PRESCRIPTIONS:-1000000}
@@ -80,8 +85,9 @@ start-refresh: $(STAMP) ## start the refresh state machine of the stack `make up
 psql-analytic: ## psql into the local analytic database
 	psql "$$(grep ANALYTIC_DB_URL .local/pipeline.env | cut -d= -f2-)"
 
-token: $(STAMP) ## print a dev token (SCOPES="read write admin")
-	@$(PY) -m tools.cli dev-token --scopes "$${SCOPES:-read write admin}"
+token: $(STAMP) ## print a dev token (KIND=admin|clinician|patient, PATIENT_ID=N for a patient, SCOPES="..." to override)
+	@$(PY) -m tools.cli dev-token --kind "$${KIND:-admin}" $${PATIENT_ID:+--patient-id "$$PATIENT_ID"} \
+		$${SCOPES:+--scopes "$$SCOPES"}
 
 migrate: $(STAMP) ## apply database migrations to DATABASE_URL
 	$(PY) -m tools.cli migrate
@@ -106,7 +112,10 @@ postman: $(STAMP) ## run the Postman collection with Newman against the stack `m
 	@test -f $(POSTMAN_STACK) || { echo "no $(POSTMAN_STACK): start the stack with 'make up' in another terminal"; exit 1; }
 	@test -x postman/node_modules/.bin/newman || (cd postman && npm ci --no-audit --no-fund)
 	@api="$$($(PY) -c 'import json, sys; print(json.load(open(sys.argv[1]))["api_url"])' $(POSTMAN_STACK))" && \
-		token="$$($(PY) -m tools.cli dev-token)" && \
+		token="$$($(PY) -m tools.cli dev-token --kind admin)" && \
+		clinician="$$($(PY) -m tools.cli dev-token --kind clinician --subject postman-clinician)" && \
+		patient="$$($(PY) -m tools.cli dev-token --kind patient --patient-id 999999999)" && \
 		cd postman && node_modules/.bin/newman run medical-records.postman_collection.json \
 			-e local.postman_environment.json --env-var "baseUrl=$$api" --env-var "token=$$token" \
+			--env-var "clinicianToken=$$clinician" --env-var "patientToken=$$patient" \
 			--timeout-request 60000 $(NEWMAN_ARGS)

@@ -31,7 +31,7 @@ DEMO_CARE_TEAM_SIZE = 10
 sys.path.insert(0, str(ROOT / "functions"))
 
 
-TOKEN_HINT = "make token KIND=clinician  |  make token KIND=patient PATIENT_ID=1"
+MINTING_HINT = "make token KIND=clinician  |  make token KIND=patient PATIENT_ID=1"
 
 
 def _load_or_create_secrets() -> dict[str, str]:
@@ -193,7 +193,7 @@ def run(port: int, db_port: int | None, sample_patients: int) -> None:
         click.echo(f"\nAPI:       http://127.0.0.1:{port}  (OpenAPI at /openapi.json)")
         click.echo(f"database:  {cluster.url('app', user='medrec_api', password='***')}")  # noqa: S106
         click.echo(f"dev token: {auth.mint(DEV_ADMIN, ['read', 'write', 'admin'], 12 * 3600)}  (admin)")
-        click.echo(f"           other callers: {TOKEN_HINT}")
+        click.echo(f"           other callers: {MINTING_HINT}")
         click.echo("refresh:   make refresh   (analytic table: analytic.medical_record_denormalized)")
         click.echo("ready. Ctrl-C stops everything.")
         while not stopping and api.poll() is None:
@@ -282,7 +282,7 @@ def up(aws_port: int, prefect_port: int, db_port: int | None, sample_patients: i
             f'                (e.g. curl -H "Authorization: Bearer $TOKEN" {api}/v1/patients)',
             f"  OpenAPI       {api}/openapi.json",
             f"  dev token     {token}  (admin)",
-            f"                other callers: {TOKEN_HINT}",
+            f"                other callers: {MINTING_HINT}",
             f"  Prefect UI    http://127.0.0.1:{prefect_port}",
             f"  refresh       scheduled {schedule}; by hand: make start-refresh (the state machine) or make refresh",
             "  analytics     make psql-analytic, then: select * from analytic.medical_record_denormalized limit 5;",

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import jwt
 import pytest
 
 from tests.e2e.test_deployed_api import token
@@ -22,6 +23,8 @@ POSTMAN = ROOT / "postman"
 COLLECTION = "medical-records.postman_collection.json"
 ENVIRONMENT = "local.postman_environment.json"
 NEWMAN = POSTMAN / "node_modules" / ".bin" / "newman"
+CLINICIAN_SUBJECT = "postman-clinician"
+PATIENT_TOKEN_PATIENT_ID = 999999999  # a patient the collection does not register: it must read as 404
 
 
 def _install_newman() -> None:
@@ -36,6 +39,15 @@ def _install_newman() -> None:
     if result.returncode != 0 or not NEWMAN.exists():
         pytest.fail(f"`npm ci` in postman/ failed (exit {result.returncode}); it installs the Newman pinned in "
                     f"postman/package-lock.json:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+
+
+def _user_token(secret: str, subject: str, scopes: str, patient_id: int | None = None) -> str:
+    """A clinician's or a patient's token, minted like the admin ``token`` (same issuer, audience, lifetime)."""
+    admin = jwt.decode(token(secret), secret, algorithms=["HS256"], audience="medical-records-api")
+    claims = {**admin, "sub": subject, "scope": scopes}
+    if patient_id is not None:
+        claims["patient_id"] = patient_id
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 def _app_routes() -> set[tuple[str, str]]:
@@ -56,11 +68,14 @@ def _template_of(method: str, path: str, routes: set[tuple[str, str]]) -> tuple[
 
 def test_the_postman_collection_passes_and_covers_every_route(deployed, tmp_path):
     _install_newman()
-    api = deployed["api_url"]
+    api, secret = deployed["api_url"], deployed["jwt_secret"]
+    clinician = _user_token(secret, CLINICIAN_SUBJECT, "read write")
+    patient = _user_token(secret, f"patient-{PATIENT_TOKEN_PATIENT_ID}", "read", PATIENT_TOKEN_PATIENT_ID)
     report = tmp_path / "newman.json"
     result = subprocess.run(
         [str(NEWMAN), "run", COLLECTION, "-e", ENVIRONMENT,
-         "--env-var", f"baseUrl={api}", "--env-var", f"token={token(deployed['jwt_secret'])}",
+         "--env-var", f"baseUrl={api}", "--env-var", f"token={token(secret)}",
+         "--env-var", f"clinicianToken={clinician}", "--env-var", f"patientToken={patient}",
          "--reporters", "cli,json", "--reporter-json-export", str(report),
          "--timeout-request", "60000", "--color", "off", "--disable-unicode"],
         cwd=POSTMAN, capture_output=True, text=True, timeout=600, check=False,

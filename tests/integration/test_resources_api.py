@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
+from typing import Any
 
 import psycopg2
+import pytest
 
 from tests.helpers import card_number, patient_body, prescription_body, record_body
 
@@ -345,3 +348,77 @@ def test_a_child_created_while_its_patient_is_deleted_is_not_left_alive(api, dat
             assert cur.fetchone()[0] == 0
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("writer", ["create", "move"])
+def test_deleting_a_patient_while_a_prescription_is_written_under_their_visit_leaves_nothing_alive(
+    api, owner_conn, monkeypatch, writer
+):
+    """A deterministic interleaving: the prescription writer stops after its INSERT/UPDATE, holding its lock
+    on the visit, while the patient's delete runs; the writer commits only once the delete is seen waiting.
+    Whatever the order of the two commits, no live prescription may remain under a deleted visit."""
+    from chalicelib.api.dependencies import services
+    from chalicelib.domain import models
+    from chalicelib.domain.services import ActorKind, Caller
+    from chalicelib.repositories import resources
+
+    pid = api.new_patient()["patientId"]
+    rid = api.new_record(pid)["medicalRecordId"]
+    elsewhere = api.new_record(api.new_patient()["patientId"])["medicalRecordId"]
+    moving = api.new_prescription(elsewhere)["prescriptionId"]
+    caller = Caller("race-admin", ActorKind.ADMIN, "race-1")
+    written, release = threading.Event(), threading.Event()
+    writer_thread_id: list[int] = []
+    real_insert, real_update = resources.ResourceRepository.insert, resources.ResourceRepository.update
+
+    def pause_after(real):
+        def wrapped(self, tx, *args, **kwargs):
+            row = real(self, tx, *args, **kwargs)
+            if threading.get_ident() in writer_thread_id and self.table.resource == "prescription":
+                written.set()
+                assert release.wait(10)
+            return row
+        return wrapped
+
+    monkeypatch.setattr(resources.ResourceRepository, "insert", pause_after(real_insert))
+    monkeypatch.setattr(resources.ResourceRepository, "update", pause_after(real_update))
+    outcome: dict[str, Any] = {}
+
+    def write() -> None:
+        writer_thread_id.append(threading.get_ident())
+        try:
+            if writer == "create":
+                data = models.PrescriptionWrite.model_validate({"medicineName": "Heparin", "dose": "5000 IU"})
+                outcome["writer"] = services().prescriptions.create(caller, data, parent_key=rid).resource
+            else:
+                change = models.PrescriptionPatch.model_validate({"medicalRecordId": rid})
+                outcome["writer"] = services().prescriptions.update(caller, moving, change, partial=True)
+        except Exception as exc:  # recorded for the assertion below
+            outcome["writer"] = exc
+
+    def delete() -> None:
+        outcome["delete"] = services().patients.delete(caller, pid)
+
+    writer_thread = threading.Thread(target=write)
+    writer_thread.start()
+    assert written.wait(10)
+    delete_thread = threading.Thread(target=delete)
+    delete_thread.start()
+    with owner_conn.cursor() as cur:  # the delete reaches the visit and waits for the writer's lock
+        for _ in range(200):
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            if cur.fetchone()[0]:
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the delete never waited for the writer")
+    release.set()
+    writer_thread.join(10)
+    delete_thread.join(10)
+    assert outcome["delete"] is True and not isinstance(outcome["writer"], Exception), outcome
+    with owner_conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM medical_app.prescription WHERE medical_record_id = %s AND deleted_timestamp IS NULL",
+            (rid,),
+        )
+        assert cur.fetchone()[0] == 0

@@ -14,6 +14,7 @@ from typing import Any
 from chalice import Response
 from pydantic.alias_generators import to_camel
 
+from chalicelib.api import problems
 from chalicelib.api.dependencies import services
 from chalicelib.api.routing import PAGE_QUERY, HttpRequest, RouteTable, encode_cursor, json_response
 from chalicelib.domain import models
@@ -26,7 +27,10 @@ from chalicelib.domain.errors import (
     NotFound,
     ParentGone,
     ParentNotFound,
+    TooLarge,
     Unavailable,
+    Unexpected,
+    UnsupportedContent,
     ValidationFailed,
 )
 from chalicelib.domain.services import ResourceService
@@ -92,7 +96,10 @@ def _error(status: int, message: str, errors: list[FieldError] | None = None) ->
     body: dict[str, Any] = {"error": message}
     if errors:
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
-    return Response(body=json.dumps(body), status_code=status, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if status == 503:
+        headers["Retry-After"] = problems.RETRY_AFTER_SECONDS
+    return Response(body=json.dumps(body), status_code=status, headers=headers)
 
 
 def _renderer(not_found: str, *, missing_parent: tuple[int, str] | None = None, conflict: str | None = None):
@@ -111,6 +118,12 @@ def _renderer(not_found: str, *, missing_parent: tuple[int, str] | None = None, 
             return _error(403, exc.detail)
         if isinstance(exc, Unavailable):
             return _error(503, exc.detail)
+        if isinstance(exc, TooLarge):
+            return _error(413, exc.detail)
+        if isinstance(exc, UnsupportedContent):
+            return _error(415, exc.detail)
+        if isinstance(exc, Unexpected):
+            return _error(500, exc.detail)
         return _error(400, exc.detail)
 
     return render

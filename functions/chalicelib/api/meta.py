@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from chalice import Response
 
-from chalicelib.api import legacy, v1
+from chalicelib.api import legacy, problems, v1
 from chalicelib.api.dependencies import database
 from chalicelib.api.openapi import build_document
 from chalicelib.api.routing import HttpRequest, RouteTable, json_response
@@ -22,7 +22,9 @@ def health(_request: HttpRequest) -> Response:
         with database().transaction() as tx:
             tx.fetchone("SELECT 1")
     except Unavailable:
-        return json_response({"status": "unavailable", "database": "unreachable"}, 503)
+        return json_response(
+            {"status": "unavailable", "database": "unreachable"}, 503, {"Retry-After": problems.RETRY_AFTER_SECONDS}
+        )
     return json_response({"status": "ok", "database": "ok"})
 
 

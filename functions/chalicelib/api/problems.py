@@ -16,7 +16,10 @@ from chalicelib.domain.errors import (
     IdempotencyKeyReused,
     NotFound,
     PreconditionFailed,
+    TooLarge,
     Unavailable,
+    Unexpected,
+    UnsupportedContent,
     ValidationFailed,
 )
 
@@ -31,9 +34,13 @@ _STATUS: list[tuple[type[DomainError], int, str, str]] = [
     (Conflict, 409, "Conflict", "conflict"),
     (Gone, 410, "Gone", "gone"),
     (PreconditionFailed, 412, "Precondition failed", "stale-version"),
+    (TooLarge, 413, "Request body too large", "too-large"),
+    (UnsupportedContent, 415, "Unsupported media type", "unsupported-media-type"),
     (IdempotencyKeyReused, 422, "Idempotency key reused", "idempotency-key-reused"),
+    (Unexpected, 500, "Internal error", "internal"),
     (Unavailable, 503, "Service unavailable", "unavailable"),
 ]
+RETRY_AFTER_SECONDS = "1"
 
 
 def status_for(error: DomainError) -> tuple[int, str, str]:
@@ -69,9 +76,8 @@ def problem(
 
 def from_domain_error(error: DomainError) -> Response:
     status, title, kind = status_for(error)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
     return problem(status, title, error.detail, kind=kind, errors=getattr(error, "errors", None), headers=headers)
 
 
-def internal_error() -> Response:
-    return problem(500, "Internal error", "the request could not be completed; it is safe to retry", kind="internal")
+INTERNAL_ERROR_DETAIL = "the request could not be completed; it is safe to retry"

@@ -24,13 +24,29 @@ from pydantic import ValidationError
 from chalicelib.api import problems
 from chalicelib.domain import access, models
 from chalicelib.domain.access import Caller
-from chalicelib.domain.errors import DomainError, FieldError, ValidationFailed
+from chalicelib.domain.errors import (
+    DomainError,
+    FieldError,
+    TooLarge,
+    Unexpected,
+    UnsupportedContent,
+    ValidationFailed,
+)
 from chalicelib.domain.services import PageRequest
 from chalicelib.domain.validation import field_errors
 from chalicelib.observability import logger
 
 JSON = "application/json"
 _MAX_ID = 2**63 - 1
+# Only ASCII digits are numbers here: str.isdigit() also accepts "²" and "١٢", which int() reads or chokes on.
+_ASCII_NUMBER = re.compile(r"[0-9]{1,19}")
+
+
+def ascii_int(raw: str | None) -> int | None:
+    """The value of a string of 1 to 19 ASCII digits (a bigint fits), else None."""
+    if raw is None or not _ASCII_NUMBER.fullmatch(raw):
+        return None
+    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -97,10 +113,12 @@ class HttpRequest:
         return self._request.query_params or {}
 
     def path_id(self, name: str) -> int:
-        raw = (self._request.uri_params or {}).get(name, "")
-        if not raw.isdigit() or not 0 < int(raw) <= _MAX_ID:
-            raise ValidationFailed("invalid path parameter", [FieldError(name, "must be a positive integer")])
-        return int(raw)
+        value = ascii_int((self._request.uri_params or {}).get(name))
+        if value is None or not 0 < value <= _MAX_ID:
+            raise ValidationFailed(
+                "invalid path parameter", [FieldError(name, f"must be an integer from 1 to {_MAX_ID} (ASCII digits)")]
+            )
+        return value
 
     def path_str(self, name: str) -> str:
         return (self._request.uri_params or {}).get(name, "")
@@ -151,10 +169,11 @@ class HttpRequest:
         raw_limit = self.query.get("limit")
         limit = default_limit
         if raw_limit is not None:
-            if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= max_limit:
+            value = ascii_int(raw_limit)
+            if value is None or not 1 <= value <= max_limit:
                 errors.append(FieldError("limit", f"must be an integer from 1 to {max_limit}"))
             else:
-                limit = int(raw_limit)
+                limit = value
         after = None
         cursor = self.query.get("cursor")
         if cursor:
@@ -194,11 +213,16 @@ def encode_cursor(after: int | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode().rstrip("=")
 
 
+_MAX_CURSOR_LENGTH = 64  # the cursors this API issues are about 30 characters
+
+
 def decode_cursor(cursor: str) -> int | None:
+    if len(cursor) > _MAX_CURSOR_LENGTH:
+        return None
     try:
         value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         after = value["after"]
-    except (ValueError, TypeError, KeyError, binascii.Error):
+    except (ValueError, TypeError, KeyError, binascii.Error, RecursionError):
         return None
     valid = isinstance(after, int) and not isinstance(after, bool) and 0 <= after <= _MAX_ID
     return after if valid else None
@@ -233,16 +257,13 @@ def _caller(app: Any, protected: bool) -> tuple[Caller, frozenset[str]]:
     if protected:
         # API Gateway caches an authorizer's answer per token for minutes: a token that expired since
         # must not ride on that cache, so the expiry the authorizer saw is checked on every request.
-        expires_at = str(authorizer.get("exp", ""))
-        if not authorizer.get("principalId") or not expires_at.isascii() or not expires_at.isdigit():
-            raise _Unauthenticated
-        if int(expires_at) <= time.time():
+        expires_at = ascii_int(str(authorizer.get("exp", "")))
+        if not authorizer.get("principalId") or expires_at is None or expires_at <= time.time():
             raise _Unauthenticated
     # API Gateway's request id when present (it is what the client sees), else the Lambda invocation's.
     request_id = context.get("requestId") or getattr(app.lambda_context, "aws_request_id", None) or str(uuid.uuid4())
     scopes = frozenset(str(authorizer.get("scope", "")).split())
-    raw_patient = str(authorizer.get("patient_id") or "")
-    patient_id = int(raw_patient) if raw_patient.isascii() and raw_patient.isdigit() else None
+    patient_id = ascii_int(str(authorizer.get("patient_id") or ""))
     user_agent = (request.headers.get("user-agent") or "")[:512] or None
     caller = Caller(
         subject=authorizer.get("principalId", "anonymous"),
@@ -260,29 +281,60 @@ def _unauthorized() -> Response:
     return Response(body='{"message":"Unauthorized"}', status_code=401, headers={"Content-Type": JSON})
 
 
+BODY_MEDIA_TYPES = (JSON, "application/merge-patch+json")
+MAX_BODY_BYTES = 1_000_000  # far above any valid request; API Gateway itself allows 10 MB
+_REPLACEMENT_CHARACTER = "\ufffd".encode()
+
+
+def _check_body(request: Any) -> None:
+    """A body must be JSON in UTF-8 and of a sane size, checked before anything parses it.
+
+    Chalice is told to accept any media type (``*/*``) so that this check, not the framework,
+    answers: in the API's own error format, on both surfaces.
+    """
+    media_type, *parameters = (request.headers.get("content-type") or JSON).split(";")
+    if media_type.strip().lower() not in BODY_MEDIA_TYPES:
+        raise UnsupportedContent(f"send the body as {JSON} (UTF-8)")
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise UnsupportedContent("the body must be encoded in UTF-8")
+    body = request.raw_body or b""
+    if len(body) > MAX_BODY_BYTES:
+        raise TooLarge(f"the request body must be at most {MAX_BODY_BYTES} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationFailed("the request body is not valid UTF-8") from None
+    # A gateway that received bytes which were not UTF-8 passes them on as U+FFFD: refuse rather than store it.
+    if _REPLACEMENT_CHARACTER in body or "\x00" in text:
+        raise ValidationFailed("the request body is not valid UTF-8 text (it contains U+FFFD or NUL)")
+
+
 def install(app: Any, table: RouteTable, authorizer: Any) -> None:
     """Register every route of ``table`` on the Chalice ``app``."""
     for spec in table.routes:
-        content_types = [JSON, "application/merge-patch+json"] if spec.body else [JSON]
         app.route(
             spec.path,
             methods=[spec.method],
             authorizer=None if spec.scope is None else authorizer,
-            content_types=content_types,
+            content_types=["*/*"],  # checked by _check_body, which answers in the API's own format
             name=spec.operation_id,
         )(_wrap(app, spec))
 
 
 def _first_path_id(request: Any) -> int | None:
     for raw in (request.uri_params or {}).values():
-        if raw.isascii() and raw.isdigit() and 0 < int(raw) <= _MAX_ID:
-            return int(raw)
+        value = ascii_int(raw)
+        if value is not None and 0 < value <= _MAX_ID:
+            return value
     return None
 
 
 def _wrap(app: Any, spec: RouteSpec) -> Callable[..., Response]:
     route_name = f"{spec.method} {spec.path}"
     protected = spec.scope is not None
+    takes_body = spec.method in ("POST", "PUT", "PATCH")
 
     def view(**_uri_params: str) -> Response:
         from chalicelib.api.dependencies import services  # the service graph is built on first use
@@ -295,6 +347,8 @@ def _wrap(app: Any, spec: RouteSpec) -> Callable[..., Response]:
             logger.info("request", extra={"route": route_name, "status": 401, "reason": "token expired"})
             return _unauthorized()
         try:
+            if takes_body:
+                _check_body(request)
             if protected:
                 caller.break_glass_reason = access.break_glass_reason(request.headers.get("break-glass"))
                 if spec.scope not in scopes:
@@ -310,7 +364,7 @@ def _wrap(app: Any, spec: RouteSpec) -> Callable[..., Response]:
             response = _domain_error_response(spec, exc)
         except Exception as exc:  # a bug or an unexpected dependency failure: no detail to the caller
             logger.error("unhandled error", extra={"route": route_name, "error_type": type(exc).__name__})
-            response = problems.internal_error()
+            response = _domain_error_response(spec, Unexpected(problems.INTERNAL_ERROR_DETAIL))
         if protected:
             response.headers.update(_PRIVATE_HEADERS)
             if caller.break_glass_used:

@@ -65,3 +65,21 @@ class Unavailable(DomainError):
     """A dependency (the database) cannot be reached; the request may be retried."""
 
     audit_outcome = "unavailable"
+
+
+class UnsupportedContent(DomainError):
+    """The request body is not JSON in UTF-8 (another media type or charset)."""
+
+    audit_outcome = "invalid"
+
+
+class TooLarge(DomainError):
+    """The request body is larger than any valid request needs."""
+
+    audit_outcome = "invalid"
+
+
+class Unexpected(DomainError):
+    """A failure that is not the caller's (a bug, an unexpected dependency failure): retrying is safe."""
+
+    audit_outcome = "failed"

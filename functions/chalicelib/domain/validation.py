@@ -44,9 +44,19 @@ def _message(error: dict) -> str:
     return str(error["msg"]).replace("Input should be", "must be")
 
 
+MAX_FIELD_ERRORS = 50  # a body of 100,000 unknown keys gets a short answer, not a 5 MB one
+MAX_FIELD_NAME = 100
+
+
+def _name(error: dict) -> str:
+    # an unknown field is named as the client sent it (shortened: the answer must stay small)
+    name = ".".join(map(str, error["loc"])) if error["type"] == "extra_forbidden" else _location(error["loc"])
+    return name if len(name) <= MAX_FIELD_NAME else name[: MAX_FIELD_NAME - 1] + "…"
+
+
 def field_errors(exc: ValidationError) -> list[FieldError]:
-    return [
-        # an unknown field is named exactly as the client sent it
-        FieldError(".".join(map(str, e["loc"])) if e["type"] == "extra_forbidden" else _location(e["loc"]), _message(e))
-        for e in exc.errors(include_url=False)
-    ]
+    errors = exc.errors(include_url=False)
+    listed = [FieldError(_name(e), _message(e)) for e in errors[:MAX_FIELD_ERRORS]]
+    if len(errors) > MAX_FIELD_ERRORS:
+        listed.append(FieldError("body", f"and {len(errors) - MAX_FIELD_ERRORS} more errors"))
+    return listed

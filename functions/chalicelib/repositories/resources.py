@@ -142,16 +142,22 @@ prescriptions = ResourceRepository(PRESCRIPTION)
 
 
 def cascade_soft_delete_patient(tx: Transaction, patient_id: int) -> None:
-    """Soft-delete a patient's live visits and their live prescriptions (same transaction as the patient)."""
+    """Soft-delete a patient's live visits and their live prescriptions (same transaction as the patient).
+
+    Visits first: updating them waits for any writer that holds a visit (a prescription being created
+    or moved under it locks it FOR SHARE), and the prescriptions statement that follows then sees what
+    such a writer committed. The other order would miss it and leave a live prescription under a
+    deleted visit.
+    """
+    tx.execute(
+        "UPDATE medical_app.medical_record SET deleted_timestamp = now() "
+        "WHERE patient_id = %s AND deleted_timestamp IS NULL",
+        (patient_id,),
+    )
     tx.execute(
         "UPDATE medical_app.prescription p SET deleted_timestamp = now() "
         "FROM medical_app.medical_record r "
         "WHERE p.medical_record_id = r.medical_record_id AND r.patient_id = %s AND p.deleted_timestamp IS NULL",
-        (patient_id,),
-    )
-    tx.execute(
-        "UPDATE medical_app.medical_record SET deleted_timestamp = now() "
-        "WHERE patient_id = %s AND deleted_timestamp IS NULL",
         (patient_id,),
     )
 
