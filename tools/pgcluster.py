@@ -489,15 +489,17 @@ class PostgresCluster:
                 )
             self._save_state()
 
-    def stop(self) -> None:
-        """Stop the server (fast shutdown); no error if it is not running."""
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast`` shutdown; ``immediate`` is a crash, for tests); no error if it is not running."""
+        if mode not in ("smart", "fast", "immediate"):
+            raise ValueError(f"unknown shutdown mode {mode!r}")
         if not self._initialized():
             return
         with self._locked():
             if not self.is_running():
                 return
             code, out = self._run(
-                "pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", str(_START_TIMEOUT),
+                "pg_ctl", "stop", "-D", str(self.pgdata), "-m", mode, "-w", "-t", str(_START_TIMEOUT),
                 timeout=_START_TIMEOUT + 30,
             )  # fmt: skip
             if code != 0 and self.is_running():

@@ -691,3 +691,23 @@ def test_full_original_client_session(api):
     assert pid not in {p["patientID"] for p in all_patients}
     assert_json_error(api.delete(f"/medicalrecord/{rid}"), 404)
     assert_json_error(api.delete(f"/prescription/{xid}"), 404)
+
+
+def test_put_bodies_may_echo_the_resource_own_id_when_it_is_the_path_one(api):
+    """Original clients sent e.g. {"medicalRecordID": 1, ...} to PUT /medicalrecord/1."""
+    pid = api.new_patient()["patientId"]
+    rid = api.new_record(pid)["medicalRecordId"]
+    xid = api.new_prescription(rid)["prescriptionId"]
+    cases = [
+        (f"/patient/{pid}", "patientID", pid, {"firstName": "Echo"}),
+        (f"/medicalrecord/{rid}", "medicalRecordID", rid, {"diagnosis": "Echoed"}),
+        (f"/prescription/{xid}", "prescriptionID", xid, {"dose": "2 tablets"}),
+    ]
+    for path, name, key, change in cases:
+        assert api.put(path, {name: key, **change}).status == 200, path
+        for wrong in (key + 1, str(key), True, None):
+            reply = api.put(path, {name: wrong, **change})
+            assert reply.status == 400, (path, wrong, reply.text)
+            assert reply.json["errors"] == [{"field": name, "message": "must equal the id in the path"}]
+    assert api.get(f"/v1/patients/{pid}").json["firstName"] == "Echo"
+    assert api.get(f"/v1/medical-records/{rid}").json["diagnosis"] == "Echoed"

@@ -422,3 +422,20 @@ def test_deleting_a_patient_while_a_prescription_is_written_under_their_visit_le
             (rid,),
         )
         assert cur.fetchone()[0] == 0
+
+
+def test_the_summary_pages_through_every_visit(api):
+    pid = api.new_patient()["patientId"]
+    rids = [api.new_record(pid)["medicalRecordId"] for _ in range(5)]
+    api.new_prescription(rids[3])
+    seen, url, pages = [], f"/v1/patients/{pid}/summary?limit=2", 0
+    while url:
+        page = api.get(url)
+        assert page.status == 200, page.text
+        assert page.json["patient"]["patientId"] == pid
+        seen += [(r["medicalRecordId"], len(r["prescriptions"])) for r in page.json["medicalRecords"]]
+        cursor = page.json["nextCursor"]
+        url = f"/v1/patients/{pid}/summary?limit=2&cursor={cursor}" if cursor else None
+        pages += 1
+    assert seen == [(rid, 1 if rid == rids[3] else 0) for rid in rids] and pages == 3
+    assert api.get(f"/v1/patients/{pid}/summary?limit=0").status == 400

@@ -210,7 +210,8 @@ def legacy_create_patient(request: HttpRequest) -> Response:
 )
 def legacy_update_patient(request: HttpRequest) -> Response:
     key = request.path_id("key")
-    changes = request.model(models.PatientPatch, _from_legacy(request.json_object(), models.PatientPatch))
+    body = _without_own_id(request.json_object(), "patientID", key)
+    changes = request.model(models.PatientPatch, _from_legacy(body, models.PatientPatch))
     services().patients.update(request.caller, key, changes, partial=True)
     return json_response({"message": "Patient updated successfully"})
 
@@ -294,6 +295,15 @@ def legacy_create_medical_record(request: HttpRequest) -> Response:
     )
 
 
+def _without_own_id(body: dict[str, Any], name: str, key: int) -> dict[str, Any]:
+    """The original's clients may echo the resource's own id in a PUT body: accepted when it is the path's."""
+    if name in body:
+        value = body.pop(name)
+        if isinstance(value, bool) or value != key:
+            raise ValidationFailed("the request body is invalid", [FieldError(name, "must equal the id in the path")])
+    return body
+
+
 def _parent_id(body: dict[str, Any], name: str) -> int:
     value = body.pop(name, None)
     if value is None:
@@ -314,7 +324,8 @@ def _parent_id(body: dict[str, Any], name: str) -> int:
 )
 def legacy_update_medical_record(request: HttpRequest) -> Response:
     key = request.path_id("key")
-    changes = request.model(models.MedicalRecordPatch, _from_legacy(request.json_object(), models.MedicalRecordPatch))
+    body = _without_own_id(request.json_object(), "medicalRecordID", key)
+    changes = request.model(models.MedicalRecordPatch, _from_legacy(body, models.MedicalRecordPatch))
     services().medical_records.update(request.caller, key, changes, partial=True)
     return json_response({"message": "Medical record updated successfully"})
 
@@ -408,7 +419,8 @@ def legacy_create_prescription(request: HttpRequest) -> Response:
 )
 def legacy_update_prescription(request: HttpRequest) -> Response:
     key = request.path_id("key")
-    changes = request.model(models.PrescriptionPatch, _from_legacy(request.json_object(), models.PrescriptionPatch))
+    body = _without_own_id(request.json_object(), "prescriptionID", key)
+    changes = request.model(models.PrescriptionPatch, _from_legacy(body, models.PrescriptionPatch))
     services().prescriptions.update(request.caller, key, changes, partial=True)
     return json_response({"message": "Prescription updated successfully"})
 

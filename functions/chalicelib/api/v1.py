@@ -169,14 +169,19 @@ def delete_patient(request: HttpRequest) -> Response:
 @routes.route(
     "GET",
     "/v1/patients/{patientId}/summary",
-    summary="A patient with all live records and prescriptions",
+    summary="A patient with their live visits (a page at a time) and each visit's live prescriptions",
     tag="patients",
     scope="read",
     response=models.PatientSummary,
-    errors=NOT_FOUND_GONE,
+    query=PAGE_QUERY,
+    errors=(400, *NOT_FOUND_GONE),
 )
 def get_patient_summary(request: HttpRequest) -> Response:
-    return json_response(services().patients.summary(request.caller, request.path_id("patientId")))
+    page = request.page()
+    result = services().patients.summary(request.caller, request.path_id("patientId"), page)
+    summary = result.items[0]
+    summary.next_cursor = encode_cursor(result.next_after)
+    return json_response(summary)
 
 
 @routes.route(

@@ -181,8 +181,13 @@ class MedicalRecordWithPrescriptions(MedicalRecord):
 
 
 class PatientSummary(ApiModel):
+    """A patient with a page of their visits; follow ``nextCursor`` for the rest."""
+
     patient: Patient
     medical_records: list[MedicalRecordWithPrescriptions]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` to get the next page of visits; null on the last page."
+    )
 
 
 class AuditEvent(ApiModel):

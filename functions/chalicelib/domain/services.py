@@ -343,16 +343,21 @@ class PatientService(ResourceService):
             _check(caller, note, rows[0], write=False, not_found="no live patient has this card number")
             return self.to_model(rows[0])
 
-    def summary(self, caller: Caller, patient_id: int) -> models.PatientSummary:
+    def summary(self, caller: Caller, patient_id: int, page: PageRequest) -> models.PatientSummary:
+        """The patient with a page of their live visits (in key order), each with its live prescriptions."""
         with self._unit(caller, "read", "patient_summary", patient_id) as (tx, note):
             row = _live(self._get_checked(tx, caller, note, patient_id, write=False), self.resource, patient_id)
             patient = self.to_model(row)
-            records = medical_records.list_live(tx, conditions=[("patient_id", patient_id)], after=None, limit=10_000)
+            records = medical_records.list_live(
+                tx, conditions=[("patient_id", patient_id)], after=page.after, limit=page.limit + 1
+            )
+            has_more = len(records) > page.limit
+            records = records[: page.limit]
             record_ids = [r.values["medical_record_id"] for r in records]
             by_record: dict[int, list[models.Prescription]] = {k: [] for k in record_ids}
             for p in prescriptions.live_children(tx, record_ids):
                 by_record[p.values["medical_record_id"]].append(models.Prescription.model_construct(**p.values))
-            return models.PatientSummary.model_construct(
+            summary = models.PatientSummary.model_construct(
                 patient=patient,
                 medical_records=[
                     models.MedicalRecordWithPrescriptions.model_construct(
@@ -361,6 +366,7 @@ class PatientService(ResourceService):
                     for r in records
                 ],
             )
+            return Page([summary], record_ids[-1] if has_more else None)
 
     def access_log(self, caller: Caller, patient_id: int, page: PageRequest) -> Page:
         """Who touched this patient, newest first (deleted patients included: the trail outlives them)."""
