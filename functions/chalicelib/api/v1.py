@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 from chalice import Response
@@ -35,7 +34,7 @@ WRITE_ERRORS = (400, 404, 410, 412)
 class PatientFilter(models.ApiModel):
     id_card_num: models.IdCardNum | None = None
     last_name: models.Name | None = None
-    birth_date: date | None = None
+    birth_date: models.IsoDate | None = None
 
 
 def _page(page: Any, model: type[models.Page]) -> Response:

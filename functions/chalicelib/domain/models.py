@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -58,7 +59,23 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255), AfterValidator(_no_nul)]
 IdCardNum = _digits("13", "exactly 13 digits", "1234567890123")
 PhoneNum = _digits("1,10", "1 to 10 digits", "0812345678")
-BirthDate = Annotated[date, Field(ge=date(1850, 1, 1)), AfterValidator(_not_in_future)]
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_date_text(value: Any) -> Any:
+    # Without this, a string of digits is read as a Unix timestamp ("0" is 1970-01-01).
+    if not isinstance(value, str):
+        return value
+    if not _ISO_DATE.fullmatch(value):
+        raise ValueError("must be a date (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be a valid date (YYYY-MM-DD)") from None
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
+BirthDate = Annotated[IsoDate, Field(ge=date(1850, 1, 1)), AfterValidator(_not_in_future)]
 ResourceId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
@@ -108,8 +125,8 @@ class MedicalRecordWrite(ApiModel):
     doctor_full_name: Name
     diagnosis: Note | None = None
     symptom: Note | None = None
-    treatment_start_date: date
-    treatment_end_date: date | None = None
+    treatment_start_date: IsoDate
+    treatment_end_date: IsoDate | None = None
 
     @field_validator("treatment_end_date")
     @classmethod
