@@ -142,12 +142,27 @@ def dev_token(kind: str, subject: str | None, scopes: str | None, patient_id: in
         raise click.ClickException(str(exc)) from None
 
 
+OPENAPI_FILE = ROOT / "openapi.json"
+
+
 @cli.command()
-def openapi() -> None:
-    """Print the OpenAPI document."""
+@click.option("--write", is_flag=True, help=f"write it to {OPENAPI_FILE.name} (committed)")
+@click.option("--check", is_flag=True, help=f"exit 1 when {OPENAPI_FILE.name} differs from what the code builds")
+def openapi(write: bool, check: bool) -> None:
+    """Print the OpenAPI document (or write / drift-check the committed copy)."""
     from chalicelib.api.meta import openapi_document
 
-    click.echo(json.dumps(openapi_document(), indent=2))
+    text = json.dumps(openapi_document(), indent=2, ensure_ascii=False) + "\n"
+    if check:
+        committed = OPENAPI_FILE.read_text(encoding="utf-8") if OPENAPI_FILE.exists() else ""
+        if committed != text:
+            raise click.ClickException(f"{OPENAPI_FILE.name} is out of date: run `make openapi`")
+        click.echo(f"{OPENAPI_FILE.name} is up to date")
+    elif write:
+        OPENAPI_FILE.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {OPENAPI_FILE.name}")
+    else:
+        click.echo(text, nl=False)
 
 
 @cli.command()
@@ -434,6 +449,111 @@ def _wait_for_http(url: str, process: subprocess.Popen, timeout: float = 60) -> 
         except OSError:
             time.sleep(0.3)
     raise click.ClickException(f"the API did not answer at {url} within {timeout:.0f}s")
+
+
+
+def _audit_database_url(database_url: str | None, *fallback_env: str) -> str:
+    """The given URL, else the first of ``fallback_env`` set, else the owner of the local database (make run/up)."""
+    for url in (database_url, *(os.environ.get(name) for name in fallback_env)):
+        if url:
+            return url
+    if (LOCAL / "pg" / "state.json").exists():
+        from tools.pgcluster import PostgresCluster
+
+        return PostgresCluster(LOCAL / "pg").url("app")
+    raise click.UsageError("no database: pass --database-url (or set MIGRATION_DATABASE_URL), or start the local "
+                           "one with `make run` or `make up`")
+
+
+@cli.command("seal-audit")
+@click.option("--database-url", envvar="MIGRATION_DATABASE_URL",
+              help="default: $MIGRATION_DATABASE_URL, $DATABASE_URL, else the local database of make run / make up")
+def seal_audit_command(database_url: str | None) -> None:
+    """Seal the audit events committed since the last seal into the next block (the scheduled function does this
+    every few minutes). Prints BLOCK:DIGEST, an anchor for `verify-audit --anchor`."""
+    import psycopg2
+
+    from chalicelib.repositories import audit_seal
+
+    url = _audit_database_url(database_url, "DATABASE_URL")
+    try:
+        result = audit_seal.seal_database(url)
+    except psycopg2.OperationalError as exc:
+        click.echo(f"seal-audit: cannot connect: {str(exc).strip().splitlines()[0]}", err=True)
+        sys.exit(2)
+    except psycopg2.Error as exc:
+        raise click.ClickException(str(exc).strip().splitlines()[0]) from None
+    if result is None:
+        click.echo("nothing to seal: no audit event was committed since the last seal")
+    else:
+        click.echo(f"sealed block {result.block_no}: {result.event_count} event(s); anchor {result.anchor()}")
+
+
+@cli.command("verify-audit")
+@click.option("--database-url", envvar="MIGRATION_DATABASE_URL",
+              help="a login that can read audit_event and audit_seal (the owner); default: "
+                   "$MIGRATION_DATABASE_URL, else the local database of make run / make up")
+@click.option("--anchor", "anchors", multiple=True, metavar="BLOCK:DIGEST",
+              help="a block digest kept outside the database (the seal function logs one per block; seal-audit "
+                   "prints it); the chain must still contain it. Repeatable")
+@click.option("--max-findings", default=20, show_default=True, type=click.IntRange(min=1),
+              help="findings listed (all are counted)")
+@click.option("--quiet", is_flag=True, help="no progress lines")
+def verify_audit_command(database_url: str | None, anchors: tuple[str, ...], max_findings: int, quiet: bool) -> None:
+    """Recompute every seal of the audit trail and the chain of their digests; name the first altered, deleted
+    or inserted audit event.
+
+    \b
+    Exit status: 0 intact, 1 tampering found, 2 usage or connection error.
+    Events committed since the last seal are reported as pending (the next seal takes them).
+    """
+    import psycopg2
+
+    from chalicelib.domain.audit_seal import parse_anchor
+    from chalicelib.repositories import audit_seal
+
+    try:
+        parsed = [parse_anchor(a) for a in anchors]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    url = _audit_database_url(database_url)
+    started = time.monotonic()
+
+    def progress(done: int, total: int) -> None:
+        elapsed = max(time.monotonic() - started, 1e-9)
+        click.echo(f"  {done:,} / {total:,} events ({100 * done / max(total, 1):.0f}%), {done / elapsed:,.0f}/s",
+                   err=True)
+
+    try:
+        connection = psycopg2.connect(url, connect_timeout=10, application_name="medical-records-verify-audit")
+    except psycopg2.OperationalError as exc:
+        click.echo(f"verify-audit: cannot connect: {str(exc).strip().splitlines()[0]}", err=True)
+        sys.exit(2)
+    try:
+        report = audit_seal.verify(connection, anchors=parsed, progress=None if quiet else progress)
+    except psycopg2.Error as exc:
+        click.echo(f"verify-audit: {str(exc).strip().splitlines()[0]}", err=True)
+        sys.exit(2)
+    finally:
+        connection.close()
+    elapsed = time.monotonic() - started
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    head = (f"head: block {report.head_block} {report.head_digest.hex()}" if report.head_digest is not None
+            else "no seal yet")
+    summary = (f"{report.events:,} events, {report.blocks:,} blocks, {report.pending:,} pending the next seal; "
+               f"{head} ({elapsed:.1f}s, {report.events / max(elapsed, 1e-9):,.0f} events/s)")
+    if report.intact:
+        click.echo(f"audit trail intact: {summary}")
+        return
+    first = report.first
+    click.echo(f"TAMPERED: {first.message}")
+    for finding in report.findings[:max_findings]:
+        click.echo(f"  {finding.kind}: {finding.message}")
+    if report.finding_count > max_findings:
+        click.echo(f"  ... and {report.finding_count - max_findings:,} more")
+    click.echo(f"{report.finding_count:,} finding(s); {summary}")
+    sys.exit(1)
 
 
 if __name__ == "__main__":

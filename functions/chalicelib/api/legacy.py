@@ -24,6 +24,8 @@ from chalicelib.domain.errors import (
     FieldError,
     Forbidden,
     Gone,
+    IdempotencyKeyReused,
+    InvalidResult,
     NotFound,
     ParentGone,
     ParentNotFound,
@@ -78,6 +80,30 @@ def _from_legacy(body: dict[str, Any], model: type[models.ApiModel]) -> dict[str
     return renamed
 
 
+_ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+
+
+def _body_schema(model: type[models.ApiModel], *, parent: str | None = None) -> dict[str, Any]:
+    """The request body the original routes accept, from the same model /v1 validates with (legacy names)."""
+    schema = model.model_json_schema(by_alias=True)
+    properties: dict[str, Any] = {}
+    required: list[str] = [parent] if parent else []
+    for name, info in model.model_fields.items():
+        properties[legacy_name(name)] = schema["properties"][info.alias or name]
+        if info.is_required():
+            required.append(legacy_name(name))
+    if parent:
+        properties[parent] = _ID_SCHEMA
+    body: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        body["required"] = required
+    for accepted in _ACCEPTED_ALIASES.values():  # either spelling, not both
+        if accepted in model.model_fields:
+            body["properties"][accepted] = properties[legacy_name(accepted)]
+            body["not"] = {"required": [legacy_name(accepted), accepted]}
+    return body
+
+
 def _legacy_schema(fields: tuple[str, ...]) -> dict[str, Any]:
     return {"type": "object", "properties": {legacy_name(f): {} for f in fields}}
 
@@ -112,6 +138,8 @@ def _renderer(not_found: str, *, missing_parent: tuple[int, str] | None = None, 
             return _error(*missing_parent)
         if isinstance(exc, NotFound | Gone):
             return _error(404, not_found)
+        if isinstance(exc, InvalidResult):
+            return _error(400, exc.detail, exc.errors)
         if isinstance(exc, Conflict):
             return _error(400, conflict or exc.detail)
         if isinstance(exc, Forbidden):
@@ -124,6 +152,8 @@ def _renderer(not_found: str, *, missing_parent: tuple[int, str] | None = None, 
             return _error(415, exc.detail)
         if isinstance(exc, Unexpected):
             return _error(500, exc.detail)
+        if isinstance(exc, IdempotencyKeyReused):
+            return _error(422, exc.detail)
         return _error(400, exc.detail)
 
     return render
@@ -169,6 +199,7 @@ def legacy_list_patients(request: HttpRequest) -> Response:
     summary="Read a patient by card number (original API)",
     tag="original-api",
     scope="read",
+    path_schemas={"key": {"type": "string", "pattern": "^[0-9]{13}$", "description": "a 13-digit card number"}},
     response_schema={"type": "object", "properties": {"patient": _legacy_schema(PATIENT_FIELDS)}},
     errors=(404,),
     error_renderer=_renderer(PATIENT_NOT_FOUND),
@@ -191,6 +222,7 @@ def legacy_get_patient(request: HttpRequest) -> Response:
     headers=("Idempotency-Key",),
     errors=(400,),
     response_schema={"type": "object", "properties": {"message": {"type": "string"}, "patientID": {}}},
+    request_schema=_body_schema(models.PatientWrite),
     error_renderer=_renderer(PATIENT_NOT_FOUND, conflict="Patient with id_card_num already exists"),
 )
 def legacy_create_patient(request: HttpRequest) -> Response:
@@ -205,6 +237,7 @@ def legacy_create_patient(request: HttpRequest) -> Response:
     summary="Update a patient by id (original API)",
     tag="original-api",
     scope="write",
+    request_schema=_body_schema(models.PatientPatch),
     errors=(400, 404),
     error_renderer=_renderer(PATIENT_NOT_FOUND, conflict="Patient with id_card_num already exists"),
 )
@@ -280,6 +313,7 @@ def legacy_patient_medical_records(request: HttpRequest) -> Response:
     headers=("Idempotency-Key",),
     errors=(400, 404),
     response_schema={"type": "object", "properties": {"message": {"type": "string"}, "medicalRecordID": {}}},
+    request_schema=_body_schema(models.MedicalRecordWrite, parent="patientID"),
     error_renderer=_renderer(RECORD_NOT_FOUND, missing_parent=(404, PATIENT_NOT_FOUND)),
 )
 def legacy_create_medical_record(request: HttpRequest) -> Response:
@@ -319,6 +353,7 @@ def _parent_id(body: dict[str, Any], name: str) -> int:
     summary="Update a medical record by id (original API)",
     tag="original-api",
     scope="write",
+    request_schema=_body_schema(models.MedicalRecordPatch),
     errors=(400, 404),
     error_renderer=_renderer(RECORD_NOT_FOUND, missing_parent=(404, PATIENT_NOT_FOUND)),
 )
@@ -394,6 +429,7 @@ def legacy_record_prescriptions(request: HttpRequest) -> Response:
     headers=("Idempotency-Key",),
     errors=(400,),
     response_schema={"type": "object", "properties": {"message": {"type": "string"}, "prescriptionID": {}}},
+    request_schema=_body_schema(models.PrescriptionWrite, parent="medicalRecordID"),
     error_renderer=_renderer(PRESCRIPTION_NOT_FOUND, missing_parent=(400, RECORD_NOT_FOUND)),
 )
 def legacy_create_prescription(request: HttpRequest) -> Response:
@@ -414,6 +450,7 @@ def legacy_create_prescription(request: HttpRequest) -> Response:
     summary="Update a prescription by id (original API)",
     tag="original-api",
     scope="write",
+    request_schema=_body_schema(models.PrescriptionPatch),
     errors=(400, 404),
     error_renderer=_renderer(PRESCRIPTION_NOT_FOUND, missing_parent=(400, RECORD_NOT_FOUND)),
 )

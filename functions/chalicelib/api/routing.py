@@ -8,8 +8,6 @@ responses, turns unexpected errors into a 500 without leaking detail, and writes
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import time
@@ -17,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from chalice import Response
 from pydantic import ValidationError
@@ -37,7 +36,10 @@ from chalicelib.domain.validation import field_errors
 from chalicelib.observability import logger
 
 JSON = "application/json"
-_MAX_ID = 2**63 - 1
+MAX_ID = 2**63 - 1
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+# A token subject named in a path: what identity providers use (UUIDs, e-mails, "auth0|123"), URL-safe.
+SUBJECT_IN_PATH = re.compile(r"[A-Za-z0-9._~@|:+=,-]{1,255}")
 # Only ASCII digits are numbers here: str.isdigit() also accepts "²" and "١٢", which int() reads or chokes on.
 _ASCII_NUMBER = re.compile(r"[0-9]{1,19}")
 
@@ -54,6 +56,7 @@ class QueryParam:
     name: str
     schema: dict[str, Any]
     description: str = ""
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,9 @@ class RouteSpec:
     headers: tuple[str, ...] = ()          # request headers the route honours (If-Match, Idempotency-Key)
     errors: tuple[int, ...] = ()
     response_schema: dict[str, Any] | None = None  # for legacy shapes not modelled as classes
+    request_schema: dict[str, Any] | None = None   # likewise, for legacy request bodies
     error_renderer: Callable[[DomainError], Response] | None = None  # default: problem+json
+    path_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)  # default: a resource id
 
     @property
     def operation_id(self) -> str:
@@ -93,7 +98,7 @@ class RouteTable:
 
 PAGE_QUERY = (
     QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "page size (default 50)"),
-    QueryParam("cursor", {"type": "string"}, "the nextCursor of the previous page"),
+    QueryParam("cursor", {"type": "string", "pattern": "^[0-9]{1,19}$"}, "the nextCursor of the previous page"),
 )
 
 
@@ -114,9 +119,9 @@ class HttpRequest:
 
     def path_id(self, name: str) -> int:
         value = ascii_int((self._request.uri_params or {}).get(name))
-        if value is None or not 0 < value <= _MAX_ID:
+        if value is None or not 0 < value <= MAX_ID:
             raise ValidationFailed(
-                "invalid path parameter", [FieldError(name, f"must be an integer from 1 to {_MAX_ID} (ASCII digits)")]
+                "invalid path parameter", [FieldError(name, f"must be an integer from 1 to {MAX_ID} (ASCII digits)")]
             )
         return value
 
@@ -124,11 +129,12 @@ class HttpRequest:
         return (self._request.uri_params or {}).get(name, "")
 
     def subject(self, name: str) -> str:
-        """A token subject named in the path (1 to 255 visible ASCII characters)."""
-        raw = self.path_str(name)
-        if not re.fullmatch(r"[\x21-\x7e]{1,255}", raw):
+        """A token subject named in the path (percent-decoded once: the pattern admits no "%")."""
+        raw = unquote(self.path_str(name))
+        if not SUBJECT_IN_PATH.fullmatch(raw):
             raise ValidationFailed(
-                "invalid path parameter", [FieldError(name, "must be 1 to 255 visible ASCII characters")]
+                "invalid path parameter",
+                [FieldError(name, "must be 1 to 255 letters, digits or ._~@|:+=,- characters")],
             )
         return raw
 
@@ -176,7 +182,7 @@ class HttpRequest:
                 limit = value
         after = None
         cursor = self.query.get("cursor")
-        if cursor:
+        if cursor is not None:
             after = decode_cursor(cursor)
             if after is None:
                 errors.append(FieldError("cursor", "is not a cursor this API issued"))
@@ -190,7 +196,7 @@ class HttpRequest:
         if header is None or header.strip() == "*":
             return None
         for tag in header.split(","):
-            match = re.fullmatch(r'\s*(?:W/)?"(\d{1,9})"\s*', tag)
+            match = re.fullmatch(r'\s*(?:W/)?"([0-9]{1,9})"\s*', tag)  # ASCII digits only
             if match:
                 return int(match.group(1))
         return -1
@@ -199,7 +205,7 @@ class HttpRequest:
         key = self.headers.get("idempotency-key")
         if key is None:
             return None
-        if not re.fullmatch(r"[\x21-\x7e]{1,255}", key):
+        if not IDEMPOTENCY_KEY.fullmatch(key):
             raise ValidationFailed(
                 "invalid Idempotency-Key header",
                 [FieldError("Idempotency-Key", "must be 1 to 255 visible ASCII characters")],
@@ -208,24 +214,13 @@ class HttpRequest:
 
 
 def encode_cursor(after: int | None) -> str | None:
-    if after is None:
-        return None
-    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode().rstrip("=")
-
-
-_MAX_CURSOR_LENGTH = 64  # the cursors this API issues are about 30 characters
+    """The position after the last row of a page (a key; ids are in the answers anyway)."""
+    return None if after is None else str(after)
 
 
 def decode_cursor(cursor: str) -> int | None:
-    if len(cursor) > _MAX_CURSOR_LENGTH:
-        return None
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        after = value["after"]
-    except (ValueError, TypeError, KeyError, binascii.Error, RecursionError):
-        return None
-    valid = isinstance(after, int) and not isinstance(after, bool) and 0 <= after <= _MAX_ID
-    return after if valid else None
+    value = ascii_int(cursor)
+    return None if value is None else min(value, MAX_ID)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -292,6 +287,9 @@ def _check_body(request: Any) -> None:
     Chalice is told to accept any media type (``*/*``) so that this check, not the framework,
     answers: in the API's own error format, on both surfaces.
     """
+    body = request.raw_body or b""
+    if not body:
+        return  # nothing to check (an optional body left out; a required one is refused when parsed)
     media_type, *parameters = (request.headers.get("content-type") or JSON).split(";")
     if media_type.strip().lower() not in BODY_MEDIA_TYPES:
         raise UnsupportedContent(f"send the body as {JSON} (UTF-8)")
@@ -299,7 +297,6 @@ def _check_body(request: Any) -> None:
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
             raise UnsupportedContent("the body must be encoded in UTF-8")
-    body = request.raw_body or b""
     if len(body) > MAX_BODY_BYTES:
         raise TooLarge(f"the request body must be at most {MAX_BODY_BYTES} bytes")
     try:
@@ -326,7 +323,7 @@ def install(app: Any, table: RouteTable, authorizer: Any) -> None:
 def _first_path_id(request: Any) -> int | None:
     for raw in (request.uri_params or {}).values():
         value = ascii_int(raw)
-        if value is not None and 0 < value <= _MAX_ID:
+        if value is not None and 0 < value <= MAX_ID:
             return value
     return None
 

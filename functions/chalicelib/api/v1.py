@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from chalice import Response
-from pydantic import AwareDatetime
 
 from chalicelib.api.dependencies import services
 from chalicelib.api.routing import (
     PAGE_QUERY,
+    SUBJECT_IN_PATH,
     HttpRequest,
     QueryParam,
     RouteTable,
@@ -24,16 +24,19 @@ routes = RouteTable()
 
 PATIENT_FILTERS = (
     QueryParam("idCardNum", {"type": "string", "pattern": "^[0-9]{13}$"}, "exact card number"),
-    QueryParam("lastName", {"type": "string", "maxLength": 50}, "exact last name"),
-    QueryParam("birthDate", {"type": "string", "format": "date"}, "exact birth date"),
+    QueryParam("lastName", {"type": "string", "minLength": 1, "maxLength": 50, "pattern": "^[^\\x00]*$"},
+               "exact last name"),
+    QueryParam("birthDate", {"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
+               "exact birth date"),
 )
+MEMBER_SUB = {"memberSub": {"type": "string", "pattern": f"^{SUBJECT_IN_PATH.pattern}$"}}
 NOT_FOUND_GONE = (404, 410)
 WRITE_ERRORS = (400, 404, 410, 412)
 
 
 class PatientFilter(models.ApiModel):
     id_card_num: models.IdCardNum | None = None
-    last_name: models.Name | None = None
+    last_name: models.NameFilter | None = None
     birth_date: models.IsoDate | None = None
 
 
@@ -226,6 +229,7 @@ def list_care_team(request: HttpRequest) -> Response:
     scope="admin",
     body=models.CareTeamGrant,
     optional_body=True,
+    path_schemas=MEMBER_SUB,
     response=models.CareTeamMember,
     errors=(400, 404, 409, 410),
 )
@@ -243,6 +247,7 @@ def grant_care_team_member(request: HttpRequest) -> Response:
     tag="care-team",
     scope="admin",
     status=204,
+    path_schemas=MEMBER_SUB,
     errors=(400, 404),
 )
 def revoke_care_team_member(request: HttpRequest) -> Response:
@@ -251,7 +256,7 @@ def revoke_care_team_member(request: HttpRequest) -> Response:
 
 
 class BreakGlassQuery(models.ApiModel):
-    since: AwareDatetime
+    since: models.Timestamp
 
 
 @routes.route(
@@ -262,7 +267,7 @@ class BreakGlassQuery(models.ApiModel):
     scope="admin",
     response=models.AuditEventPage,
     query=(
-        QueryParam("since", {"type": "string", "format": "date-time"}, "ISO 8601 time with a zone (required)"),
+        QueryParam("since", {"type": "string", "format": "date-time"}, "RFC 3339 time with a zone", required=True),
         *PAGE_QUERY,
     ),
     errors=(400,),
@@ -287,7 +292,7 @@ def list_break_glass_accesses(request: HttpRequest) -> Response:
     response=models.MedicalRecord,
     status=201,
     headers=("Idempotency-Key",),
-    errors=(400, 404, 422),
+    errors=(400, 404, 410, 422),
 )
 def create_medical_record(request: HttpRequest) -> Response:
     patient_id = request.path_id("patientId")
@@ -333,7 +338,7 @@ def get_medical_record(request: HttpRequest) -> Response:
     body=models.MedicalRecordUpdate,
     response=models.MedicalRecord,
     headers=("If-Match",),
-    errors=WRITE_ERRORS,
+    errors=(*WRITE_ERRORS, 409),  # 409: the change would leave the stored visit invalid
 )
 def replace_medical_record(request: HttpRequest) -> Response:
     return _update(
@@ -350,7 +355,7 @@ def replace_medical_record(request: HttpRequest) -> Response:
     body=models.MedicalRecordPatch,
     response=models.MedicalRecord,
     headers=("If-Match",),
-    errors=WRITE_ERRORS,
+    errors=(*WRITE_ERRORS, 409),  # 409: the change would leave the stored visit invalid
 )
 def patch_medical_record(request: HttpRequest) -> Response:
     return _update(
@@ -385,7 +390,7 @@ def delete_medical_record(request: HttpRequest) -> Response:
     response=models.Prescription,
     status=201,
     headers=("Idempotency-Key",),
-    errors=(400, 404, 422),
+    errors=(400, 404, 410, 422),
 )
 def create_prescription(request: HttpRequest) -> Response:
     record_id = request.path_id("medicalRecordId")

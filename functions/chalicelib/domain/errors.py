@@ -49,6 +49,15 @@ class Conflict(DomainError):
     audit_outcome = "conflict"
 
 
+class InvalidResult(Conflict):
+    """A partial change that is valid on its own but would leave the stored resource breaking a rule
+    (a treatment end before the stored start): a conflict with the resource's state, with the fields."""
+
+    def __init__(self, detail: str, errors: list[FieldError]) -> None:
+        super().__init__(detail)
+        self.errors = errors
+
+
 class PreconditionFailed(DomainError):
     audit_outcome = "precondition_failed"
 

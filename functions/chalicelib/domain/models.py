@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -55,8 +56,35 @@ def _no_nul(value: str) -> str:
     return value
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), AfterValidator(_no_nul)]
-Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255), AfterValidator(_no_nul)]
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+# What str.strip() removes (str.isspace), spelled out: "\s" means a smaller set in ECMA-262 regexes,
+# which is what the OpenAPI document's patterns are read as.
+WHITESPACE_CLASS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def _text(max_length: int, *, required: bool) -> Any:
+    """Text as the document states it: the length is that of what was sent (then stored trimmed), no NUL,
+    and for a required field not blank. The pattern says the same to a client (or a request generator)."""
+    pattern = rf"^[^\x00]*[^\x00{WHITESPACE_CLASS}][^\x00]*$" if required else r"^[^\x00]*$"
+    checks = (AfterValidator(_no_nul), AfterValidator(_not_blank)) if required else (AfterValidator(_no_nul),)
+    return Annotated[
+        str,
+        StringConstraints(min_length=1 if required else 0, max_length=max_length),
+        *checks,
+        AfterValidator(str.strip),
+        Field(json_schema_extra={"pattern": pattern}),
+    ]
+
+
+Name = _text(50, required=True)
+Note = _text(255, required=False)
+# A search term: matched exactly against stored (trimmed) names, so it is not trimmed itself.
+NameFilter = Annotated[str, StringConstraints(min_length=1, max_length=50), AfterValidator(_no_nul)]
 IdCardNum = _digits("13", "exactly 13 digits", "1234567890123")
 PhoneNum = _digits("1,10", "1 to 10 digits", "0812345678")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -75,8 +103,48 @@ def _iso_date_text(value: Any) -> Any:
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date_text)]
-BirthDate = Annotated[IsoDate, Field(ge=date(1850, 1, 1)), AfterValidator(_not_in_future)]
-ResourceId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+EARLIEST_BIRTH_DATE = date(1850, 1, 1)
+
+
+def _not_too_early(value: date) -> date:
+    if value < EARLIEST_BIRTH_DATE:
+        raise ValueError(f"must not be before {EARLIEST_BIRTH_DATE.isoformat()}")
+    return value
+
+
+# JSON Schema cannot bound a date; the description says what the validators check.
+BirthDate = Annotated[
+    IsoDate,
+    AfterValidator(_not_too_early),
+    AfterValidator(_not_in_future),
+    Field(description=f"from {EARLIEST_BIRTH_DATE.isoformat()} up to today"),
+]
+def _whole_number(value: Any) -> Any:
+    # JSON Schema counts 7.0 as an integer; so does this API (7.5 and "7" are still refused).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+ResourceId = Annotated[Annotated[int, Field(ge=1, le=2**63 - 1)], BeforeValidator(_whole_number)]
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339_text(value: Any) -> Any:
+    # As for dates: without this, "0.5" would be read as a Unix timestamp.
+    if not isinstance(value, str):
+        return value
+    if not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with a zone, e.g. 2026-11-01T00:00:00Z")
+    try:
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be a valid RFC 3339 date-time") from None
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 
 
 class ApiModel(BaseModel):
@@ -126,7 +194,7 @@ class MedicalRecordWrite(ApiModel):
     diagnosis: Note | None = None
     symptom: Note | None = None
     treatment_start_date: IsoDate
-    treatment_end_date: IsoDate | None = None
+    treatment_end_date: IsoDate | None = Field(default=None, description="not before treatmentStartDate")
 
     @field_validator("treatment_end_date")
     @classmethod

@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,11 +28,11 @@ from chalicelib.domain.errors import (
     Forbidden,
     Gone,
     IdempotencyKeyReused,
+    InvalidResult,
     NotFound,
     ParentGone,
     ParentNotFound,
     PreconditionFailed,
-    ValidationFailed,
 )
 from chalicelib.domain.validation import field_errors
 from chalicelib.repositories import audit, care_team, idempotency
@@ -305,7 +306,7 @@ class ResourceService:
         try:
             self._write_model.model_validate(merged, by_name=True, by_alias=False, strict=False)
         except ValidationError as exc:
-            raise ValidationFailed("the resulting resource would be invalid", field_errors(exc)) from None
+            raise InvalidResult("the change would leave the resource invalid", field_errors(exc)) from None
 
     def delete(self, caller: Caller, key: int, *, expected_version: int | None = None) -> bool:
         """Soft delete; deleting what is already deleted succeeds and changes nothing (returns False)."""
@@ -442,7 +443,8 @@ class AuditReviewService:
         """Every break-the-glass access since ``since``, oldest first, with its reason (admins only)."""
         with self._unit(caller, "list", "break_glass_access") as (tx, note):
             access.must_be_admin(caller, "reviewing break-the-glass accesses")
-            events = audit.break_glass_since(tx, since, after=page.after, limit=page.limit + 1)
+            # UTC before it reaches the database: RFC 3339 allows offsets PostgreSQL does not (e.g. -20:43).
+            events = audit.break_glass_since(tx, since.astimezone(UTC), after=page.after, limit=page.limit + 1)
             has_more = len(events) > page.limit
             events = events[: page.limit]
             for e in events:

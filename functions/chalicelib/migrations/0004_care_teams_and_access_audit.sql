@@ -6,7 +6,7 @@ CREATE TABLE medical_app.care_team_member (
     care_team_member_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     patient_id          bigint      NOT NULL REFERENCES medical_app.patient (patient_id) ON DELETE CASCADE,
     member_sub          text        NOT NULL CONSTRAINT care_team_member_sub_format
-                                    CHECK (member_sub ~ '^[\x21-\x7e]{1,255}$'),
+                                    CHECK (member_sub ~ '^[\x21-\x7e]+$' AND length(member_sub) <= 255),
     role                text        NOT NULL CONSTRAINT care_team_member_role_format
                                     CHECK (role ~ '^[a-z][a-z0-9_-]{0,49}$'),
     granted_by          text        NOT NULL,

@@ -43,7 +43,7 @@ def translate(exc: psycopg2.Error) -> DomainError | None:
         return ValidationFailed("the request body is invalid", [FieldError(field, message)])
     if isinstance(exc, psycopg2.errors.ForeignKeyViolation):
         return ParentNotFound("the parent resource does not exist")
-    if isinstance(exc, psycopg2.errors.DatetimeFieldOverflow | psycopg2.errors.NumericValueOutOfRange):
+    if isinstance(exc, psycopg2.DataError):  # a value the database cannot hold (out of range, malformed)
         return ValidationFailed("a value is out of range")
     if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError) and not isinstance(
         exc, psycopg2.errors.QueryCanceled

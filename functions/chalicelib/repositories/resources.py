@@ -125,7 +125,9 @@ class ResourceRepository:
                 ") x(k) ORDER BY x.k LIMIT %s"
             )
             keys_params = [*patients_params, *params, limit, limit]
-        sql = f"SELECT {select} FROM {t.name} t WHERE t.{t.key} IN ({keys}) ORDER BY t.{t.key}"
+        # = ANY(ARRAY(...)) rather than IN (...): the keys are computed first, then probed by primary key,
+        # whatever the table's size (IN lets the planner pick a hash join over the whole table).
+        sql = f"SELECT {select} FROM {t.name} t WHERE t.{t.key} = ANY(ARRAY({keys})) ORDER BY t.{t.key}"
         return [self._row(r) for r in tx.fetchall(sql, [*select_params, *keys_params])]
 
     def live_children(self, tx: Transaction, parent_keys: Sequence[int]) -> list[StoredRow]:
