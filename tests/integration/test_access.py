@@ -248,8 +248,8 @@ def test_every_route_answers_each_kind_of_caller_as_the_access_model_says(
             wrong.append(f"{label}: audited as {kind!r} with request id {request_id!r}")
         if route_kind(spec) == "patient-data" and status < 300 and chart.patient_id not in patient_ids:
             wrong.append(f"{label}: the audit event does not name the patient")
-        if reply.headers.get("cache-control") != "no-store":
-            wrong.append(f"{label}: no Cache-Control: no-store")
+        if reply.headers.get("cache-control") != "no-store" or reply.headers.get("x-content-type-options") != "nosniff":
+            wrong.append(f"{label}: no Cache-Control: no-store / X-Content-Type-Options: nosniff")
     assert not wrong, "\n".join(wrong)
 
 
