@@ -278,6 +278,8 @@ def test_gateway_responses_answer_in_the_apis_error_format(template):
         if status in app_kinds:  # the same problem type the app gives for that status
             assert body["type"].rsplit(":", 1)[1] in app_kinds[status], response_type
     assert responses["UNAUTHORIZED"]["ResponseParameters"]["Headers"] == {"WWW-Authenticate": "'Bearer'"}
+    # the 401 the app itself gives (a token expired since the authorizer's answer was cached) is the same body
+    assert json.loads(responses["UNAUTHORIZED"]["ResponseTemplates"]["application/json"]) == problems.UNAUTHENTICATED
     assert responses["THROTTLED"]["ResponseParameters"]["Headers"] == {"Retry-After": "'1'"}
 
 

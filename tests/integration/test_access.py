@@ -490,4 +490,4 @@ def test_a_cached_authorizer_decision_is_refused_once_its_token_has_expired(clie
 
     monkeypatch.setattr(auth_module, "verify", cached_answer)
     reply = Api(client, token).get(f"/v1/patients/{chart.patient_id}")
-    assert reply.status == 401 and reply.json == {"message": "Unauthorized"}
+    assert reply.status == 401 and reply.json["message"] == "Unauthorized" and reply.json["status"] == 401

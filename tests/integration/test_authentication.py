@@ -216,9 +216,13 @@ def test_bad_credentials_are_401_on_every_protected_route(client, owner_conn, cr
 
 
 def test_401_body_is_json_and_says_unauthorized(client):
-    reply = call(client, "GET", "/v1/patients", None)
+    from chalicelib.api.problems import UNAUTHENTICATED
+
+    reply = call(client, "GET", "/v1/patients", None)  # no header: the local gateway's own answer
     assert reply.status == 401
-    assert reply.json == {"message": "Unauthorized"}
+    assert reply.json["message"] == "Unauthorized"
+    reply = call(client, "GET", "/v1/patients", "Bearer not.a.jwt")  # refused by the authorizer
+    assert reply.status == 401 and reply.json == UNAUTHENTICATED
 
 
 def token_without(scope: str) -> str:

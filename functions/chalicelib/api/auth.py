@@ -19,6 +19,7 @@ Scopes travel in the OAuth-style ``scope`` claim: ``read``, ``write``, ``admin``
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -201,7 +202,9 @@ def unauthorized_error() -> Exception:
         def __str__(self) -> str:
             return "Unauthorized"
 
+    from chalicelib.api.problems import UNAUTHENTICATED
+
     return LocalUnauthorized(
-        {"x-amzn-ErrorType": "UnauthorizedException", "Content-Type": "application/json"},
-        b'{"message":"Unauthorized"}',
+        {"x-amzn-ErrorType": "UnauthorizedException", "Content-Type": "application/json", "WWW-Authenticate": "Bearer"},
+        json.dumps(UNAUTHENTICATED).encode(),
     )

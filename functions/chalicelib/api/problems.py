@@ -41,6 +41,15 @@ _STATUS: list[tuple[type[DomainError], int, str, str]] = [
     (Unavailable, 503, "Service unavailable", "unavailable"),
 ]
 RETRY_AFTER_SECONDS = "1"
+# API Gateway's answer to a refused token (its UNAUTHORIZED gateway response in infra/template.merge.yaml,
+# checked equal by the template tests): the problem fields, plus the "message" its own format has.
+UNAUTHENTICATED = {
+    "type": "urn:medical-records:problem:unauthenticated",
+    "title": "Not authenticated",
+    "status": 401,
+    "detail": "a valid bearer token is required",
+    "message": "Unauthorized",
+}
 
 
 def status_for(error: DomainError) -> tuple[int, str, str]:

@@ -273,7 +273,11 @@ def _caller(app: Any, protected: bool) -> tuple[Caller, frozenset[str]]:
 
 def _unauthorized() -> Response:
     """The same answer API Gateway gives when the authorizer refuses a token."""
-    return Response(body='{"message":"Unauthorized"}', status_code=401, headers={"Content-Type": JSON})
+    return Response(
+        body=json.dumps(problems.UNAUTHENTICATED),
+        status_code=401,
+        headers={"Content-Type": JSON, "WWW-Authenticate": "Bearer"},
+    )
 
 
 BODY_MEDIA_TYPES = (JSON, "application/merge-patch+json")
