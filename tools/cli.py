@@ -54,9 +54,9 @@ def local_secrets() -> dict[str, str]:
 
 
 def connect(url: str):
-    import psycopg2
+    from chalicelib.transport import connect as secure_connect
 
-    return psycopg2.connect(url, connect_timeout=5)
+    return secure_connect(url, connect_timeout=5)
 
 
 def create_login(admin_url: str, user: str, password: str, role: str) -> None:
@@ -525,7 +525,9 @@ def verify_audit_command(database_url: str | None, anchors: tuple[str, ...], max
                    err=True)
 
     try:
-        connection = psycopg2.connect(url, connect_timeout=10, application_name="medical-records-verify-audit")
+        from chalicelib.transport import connect as secure_connect
+
+        connection = secure_connect(url, connect_timeout=10, application_name="medical-records-verify-audit")
     except psycopg2.OperationalError as exc:
         click.echo(f"verify-audit: cannot connect: {str(exc).strip().splitlines()[0]}", err=True)
         sys.exit(2)

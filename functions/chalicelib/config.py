@@ -32,6 +32,7 @@ class Settings:
     jwt_issuer: str
     jwt_audience: str
     service_name: str
+    database_ca_bundle: str | None = None  # CA that signed a non-loopback database's certificate
     default_page_size: int = 50
     max_page_size: int = 100
     # Tokens whose exp - iat exceeds this are refused, whoever issued them (12 h by default).
@@ -83,6 +84,7 @@ def get_settings() -> Settings:
     settings = Settings(
         database_url=os.environ.get("DATABASE_URL") or None,
         database_secret_arn=os.environ.get("DATABASE_SECRET_ARN") or None,
+        database_ca_bundle=os.environ.get("DATABASE_CA_BUNDLE") or None,
         jwt_secret=os.environ.get("JWT_SECRET") or None,
         jwt_secret_arn=os.environ.get("JWT_SECRET_ARN") or None,
         jwt_issuer=os.environ.get("JWT_ISSUER", "medical-records"),
@@ -110,7 +112,17 @@ def _read_secret(arn: str) -> str:
 
 @lru_cache(maxsize=1)
 def database_dsn() -> str:
-    """The application database DSN, from DATABASE_URL or an RDS-style secret."""
+    """The application database DSN, from DATABASE_URL or an RDS-style secret; verifying the server
+    (TLS, verify-full) whenever the database is not on this machine (see transport.py)."""
+    from chalicelib.transport import InsecureConnection, secure_dsn
+
+    try:
+        return secure_dsn(_configured_dsn(), get_settings().database_ca_bundle)
+    except InsecureConnection as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def _configured_dsn() -> str:
     settings = get_settings()
     if settings.database_url:
         return settings.database_url
@@ -124,7 +136,7 @@ def database_dsn() -> str:
             dbname=secret.get("dbname", "app"),
             user=secret["username"],
             password=secret["password"],
-            sslmode=secret.get("sslmode", "prefer"),
+            **({"sslmode": secret["sslmode"]} if secret.get("sslmode") else {}),
         )
     raise ConfigurationError("set DATABASE_URL or DATABASE_SECRET_ARN")
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import psycopg2
 
+from chalicelib.observability import logger
+
 _CONNECTION_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
 
@@ -98,21 +100,30 @@ class Database:
     def connection(self):
         """The container's connection, opened on first use and after it was lost."""
         if self._connection is None or self._connection.closed:
-            connection = psycopg2.connect(
-                self._dsn(),
-                application_name=self._application_name,
-                connect_timeout=5,
-                options=(
-                    "-c timezone=UTC -c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000 "
-                    # Every transaction carries an audit event, which must be on disk before the answer
-                    # leaves: durable commits whatever the server's default says.
-                    "-c synchronous_commit=on"
-                ),
-            )
+            try:
+                connection = self._connect()
+            except psycopg2.OperationalError as exc:
+                # libpq says why (refused, certificate verify failed, password...): no patient data in it.
+                reason = (str(exc).strip().splitlines() or ["unknown"])[-1]
+                logger.error("database connection failed", extra={"reason": reason[:300]})
+                raise
             # Transactions are managed explicitly (BEGIN ... COMMIT) so BEGIN can share a round trip.
             connection.autocommit = True
             self._connection = connection
         return self._connection
+
+    def _connect(self):
+        return psycopg2.connect(
+            self._dsn(),
+            application_name=self._application_name,
+            connect_timeout=5,
+            options=(
+                "-c timezone=UTC -c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000 "
+                # Every transaction carries an audit event, which must be on disk before the answer
+                # leaves: durable commits whatever the server's default says.
+                "-c synchronous_commit=on"
+            ),
+        )
 
     def close(self) -> None:
         if self._connection is not None and not self._connection.closed:

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
@@ -57,17 +57,21 @@ def clients(endpoint_url: str | None, region: str, localstack: bool = False):
 
 
 def rds_secret(database_url: str) -> str:
-    """An RDS-style secret (what DATABASE_SECRET_ARN points at) from a postgresql:// URL."""
+    """An RDS-style secret (what DATABASE_SECRET_ARN points at) from a postgresql:// URL. Its sslmode is the
+    URL's, if any: the functions verify any database that is not on their machine (chalicelib/transport.py)."""
     parts = urlsplit(database_url)
-    return json.dumps({
+    secret = {
         "engine": "postgres",
         "host": parts.hostname,
         "port": parts.port or 5432,
         "dbname": parts.path.lstrip("/") or "app",
         "username": unquote(parts.username or ""),
         "password": unquote(parts.password or ""),
-        "sslmode": "prefer",
-    })
+    }
+    sslmode = dict(parse_qsl(parts.query)).get("sslmode")
+    if sslmode:
+        secret["sslmode"] = sslmode
+    return json.dumps(secret)
 
 
 def put_secret(secrets, name: str, value: str) -> str:

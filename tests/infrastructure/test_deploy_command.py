@@ -10,7 +10,9 @@ from infra.localstack import deploy
 def test_database_url_becomes_an_rds_style_secret():
     secret = json.loads(deploy.rds_secret("postgresql://medrec_api:p%40ss@db.internal:6432/app"))
     assert secret == {"engine": "postgres", "host": "db.internal", "port": 6432, "dbname": "app",
-                      "username": "medrec_api", "password": "p@ss", "sslmode": "prefer"}
+                      "username": "medrec_api", "password": "p@ss"}
+    with_mode = json.loads(deploy.rds_secret("postgresql://u:p@db.internal/app?sslmode=verify-full"))
+    assert with_mode["sslmode"] == "verify-full"
 
 
 def test_deployable_template_points_at_the_uploaded_bundle_and_inlines_the_state_machine():

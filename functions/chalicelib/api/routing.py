@@ -21,6 +21,7 @@ from chalice import Response
 from pydantic import ValidationError
 
 from chalicelib.api import problems
+from chalicelib.config import ConfigurationError
 from chalicelib.domain import access, models
 from chalicelib.domain.access import Caller
 from chalicelib.domain.errors import (
@@ -363,6 +364,9 @@ def _wrap(app: Any, spec: RouteSpec) -> Callable[..., Response]:
             response = spec.handler(HttpRequest(request, caller))
         except DomainError as exc:
             response = _domain_error_response(spec, exc)
+        except ConfigurationError as exc:  # e.g. an insecure database URL: the operator needs the reason
+            logger.error("configuration error", extra={"route": route_name, "detail": str(exc)})
+            response = _domain_error_response(spec, Unexpected(problems.INTERNAL_ERROR_DETAIL))
         except Exception as exc:  # a bug or an unexpected dependency failure: no detail to the caller
             logger.error("unhandled error", extra={"route": route_name, "error_type": type(exc).__name__})
             response = _domain_error_response(spec, Unexpected(problems.INTERNAL_ERROR_DETAIL))

@@ -85,9 +85,9 @@ def apply_migrations(connection, directory: Path = MIGRATIONS_DIR, schema: str =
 
 def migrate(database_url: str, directory: Path = MIGRATIONS_DIR, schema: str = "medical_app") -> list[str]:
     """Connect to ``database_url`` (an owner login), apply pending migrations, disconnect."""
-    import psycopg2
+    from chalicelib.transport import connect
 
-    connection = psycopg2.connect(database_url, connect_timeout=10)
+    connection = connect(database_url, connect_timeout=10)
     try:
         return apply_migrations(connection, directory, schema)
     finally:

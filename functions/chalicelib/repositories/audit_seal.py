@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import psycopg2
-
 from chalicelib.domain.audit_seal import EVENT_COLUMNS, Block, Report, Snapshot, Verifier
 
 SEAL_SQL = "SELECT block_no, event_count, digest FROM medical_app.seal_audit_events()"
@@ -58,8 +56,10 @@ def seal(connection) -> SealResult | None:
 def seal_database(dsn: str, *, statement_timeout_ms: int = 600_000,
                   application_name: str = "medical-records-audit-seal") -> SealResult | None:
     """Connect, seal, disconnect (the scheduled function runs every few minutes: no connection to keep)."""
-    connection = psycopg2.connect(dsn, connect_timeout=10, application_name=application_name,
-                                  options=f"-c statement_timeout={int(statement_timeout_ms)}")
+    from chalicelib.transport import connect
+
+    connection = connect(dsn, connect_timeout=10, application_name=application_name,
+                         options=f"-c statement_timeout={int(statement_timeout_ms)}")
     try:
         return seal(connection)
     finally:

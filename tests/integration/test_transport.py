@@ -1,0 +1,205 @@
+"""Connections to PostgreSQL verify the server (SPEC §4: transmission security).
+
+A PostgreSQL started with a certificate from a CA generated here: with that CA, ``verify-full``
+connects (the API's own Database included); with another CA the connection fails with a message
+that says why. The rule that applies it (any host not on this machine) is tested on connection
+strings; the rule's loopback exemption is switched off for the live checks, which run on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from chalicelib.transport import InsecureConnection, is_loopback, secure_dsn, secure_url
+
+
+def _ca(name: str):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _server_cert(ca_key, ca_cert):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _pem(cert) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_cluster():
+    """A PostgreSQL that speaks TLS with a certificate for 127.0.0.1 from a CA made here."""
+    from tools.pgcluster import PostgresCluster
+
+    base = Path(tempfile.mkdtemp(prefix="medrec-tls-"))
+    ca_key, ca_cert = _ca("medical-records test CA")
+    server_key, server_cert = _server_cert(ca_key, ca_cert)
+    _other_key, other_ca = _ca("some other CA")
+    certs = base / "certs"
+    certs.mkdir()
+    (certs / "ca.crt").write_bytes(_pem(ca_cert))
+    (certs / "other-ca.crt").write_bytes(_pem(other_ca))
+    (certs / "server.crt").write_bytes(_pem(server_cert))
+    (certs / "server.key").write_bytes(_key_pem(server_key))
+    cluster = PostgresCluster(
+        base / "pg",
+        settings={"ssl": "on", "ssl_cert_file": str(certs / "server.crt"), "ssl_key_file": str(certs / "server.key")},
+    )
+    owner = cluster._os_user()
+    os.chmod(base, 0o755)  # noqa: S103  (the server runs as its own OS user and must reach its certificate)
+    os.chmod(certs, 0o755)  # noqa: S103
+    for path in certs.iterdir():
+        os.chmod(path, 0o600 if path.name.endswith(".key") else 0o644)
+        if owner is not None:
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+    cluster.start()
+    try:
+        yield cluster, certs
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_verify_full_with_the_right_ca_connects(tls_cluster):
+    cluster, certs = tls_cluster
+    dsn = secure_dsn(cluster.url(), str(certs / "ca.crt"), verify_loopback=True)
+    assert "sslmode=verify-full" in dsn
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            assert cur.fetchone()[0] is True
+    finally:
+        conn.close()
+
+
+def test_a_wrong_ca_fails_with_a_clear_message(tls_cluster):
+    cluster, certs = tls_cluster
+    dsn = secure_dsn(cluster.url(), str(certs / "other-ca.crt"), verify_loopback=True)
+    with pytest.raises(psycopg2.OperationalError, match="certificate verify failed"):
+        psycopg2.connect(dsn)
+
+
+def test_the_api_connects_with_verify_full_and_refuses_a_wrong_ca(tls_cluster):
+    from chalicelib.db import Database
+    from chalicelib.domain.errors import Unavailable
+    from chalicelib.repositories.errors import translate
+
+    cluster, certs = tls_cluster
+    for ca, works in ((certs / "ca.crt", True), (certs / "other-ca.crt", False)):
+        dsn = secure_dsn(cluster.url(), str(ca), verify_loopback=True)
+        database = Database(lambda dsn=dsn: dsn, translate_error=translate)
+        try:
+            if works:
+                with database.transaction() as tx:
+                    assert tx.fetchone("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == (True,)
+            else:
+                with pytest.raises(Unavailable), database.transaction() as tx:
+                    tx.fetchone("SELECT 1")
+        finally:
+            database.close()
+
+
+REMOTE_HOSTS = [
+    "db.internal", "10.0.0.5", "mydb.abc.eu-west-1.rds.amazonaws.com", "[2001:db8::1]", "127.0.0.1,db.internal"
+]
+
+
+@pytest.mark.parametrize("host", REMOTE_HOSTS)
+def test_a_remote_database_gets_verify_full_and_the_ca(host):
+    dsn = secure_dsn(f"postgresql://api:pw@{host}:5432/app", "/certs/rds.pem")
+    assert "sslmode=verify-full" in dsn and "sslrootcert=/certs/rds.pem" in dsn
+    url = secure_url(f"postgresql://api:pw@{host}:5432/app", "/certs/rds.pem")
+    assert "sslmode=verify-full" in url and "sslrootcert=%2Fcerts%2Frds.pem" in url
+
+
+@pytest.mark.parametrize("mode", ["disable", "allow", "prefer", "require", "verify-ca"])
+def test_anything_less_than_verify_full_is_refused_for_a_remote_database(mode):
+    with pytest.raises(InsecureConnection, match=f"sslmode={mode} is refused"):
+        secure_dsn(f"postgresql://api:pw@db.internal/app?sslmode={mode}", "/certs/ca.pem")
+    with pytest.raises(InsecureConnection, match=f"sslmode={mode} is refused"):
+        secure_url(f"postgresql://api:pw@db.internal/app?sslmode={mode}", "/certs/ca.pem")
+
+
+def test_a_remote_database_without_a_ca_bundle_is_refused_with_what_to_set():
+    with pytest.raises(InsecureConnection, match="DATABASE_CA_BUNDLE"):
+        secure_dsn("host=db.internal dbname=app user=api", None)
+
+
+@pytest.mark.parametrize("host", [None, "", "localhost", "127.0.0.1", "127.8.9.10", "::1", "/var/run/postgresql"])
+def test_a_local_database_is_left_as_configured(host):
+    assert is_loopback(host)
+    dsn = f"dbname=app user=api sslmode=disable host={host}" if host else "dbname=app user=api sslmode=disable"
+    assert secure_dsn(dsn, None) == dsn
+
+
+def test_the_api_configuration_refuses_an_insecure_remote_database(monkeypatch):
+    from chalicelib import config
+    from chalicelib.config import ConfigurationError
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://api:pw@db.internal/app?sslmode=disable")
+    config.get_settings.cache_clear()
+    config.database_dsn.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match="sslmode=disable is refused"):
+            config.database_dsn()
+    finally:
+        config.get_settings.cache_clear()
+        config.database_dsn.cache_clear()
