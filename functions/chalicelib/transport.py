@@ -9,7 +9,10 @@ the audit sealer, the analytics pipeline (psycopg2 and Sling) and the deploy com
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import tempfile
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -36,6 +39,17 @@ def is_loopback(host: str | None) -> bool:
     return True
 
 
+def ca_bundle_file(ca_bundle: str | None) -> str | None:
+    """A path for ``ca_bundle``: a path is used as is; PEM text (a small bundle passed as a template
+    parameter, as the compose stack does) is written once to a file that libpq can read."""
+    if not ca_bundle or not ca_bundle.lstrip().startswith("-----BEGIN"):
+        return ca_bundle
+    path = Path(tempfile.gettempdir()) / f"database-ca-{hashlib.sha256(ca_bundle.encode()).hexdigest()[:16]}.pem"
+    if not path.exists():
+        path.write_text(ca_bundle, encoding="ascii")
+    return str(path)
+
+
 def _secure(params: dict[str, Any], ca_bundle: str | None, verify_loopback: bool) -> dict[str, Any]:
     if is_loopback(params.get("host")) and not verify_loopback:
         return params
@@ -52,7 +66,7 @@ def _secure(params: dict[str, Any], ca_bundle: str | None, verify_loopback: bool
                 "set DATABASE_CA_BUNDLE to the CA bundle that signed the database's certificate "
                 "(for Amazon RDS: the global bundle), or name it as sslrootcert in the connection string"
             )
-        secured["sslrootcert"] = ca_bundle
+        secured["sslrootcert"] = ca_bundle_file(ca_bundle)
     return secured
 
 

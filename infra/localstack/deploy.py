@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh-schedule", default=os.environ.get("REFRESH_SCHEDULE", "rate(15 minutes)"))
     parser.add_argument("--refresh-poll-seconds", default=os.environ.get("REFRESH_POLL_SECONDS", "10"))
     parser.add_argument("--skip-build", action="store_true", help="use the existing template.yaml and bundle")
+    parser.add_argument("--database-ca-bundle", default=os.environ.get("DATABASE_CA_BUNDLE"),
+                        help="CA bundle (a PEM file) of a database that is not on the functions' machine; its text "
+                             "becomes the DatabaseCaBundle parameter")
     args = parser.parse_args(argv)
     jwt_secret = os.environ.get("JWT_SECRET")
     if not args.database_url or not jwt_secret:
@@ -209,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             "RefreshSchedule": args.refresh_schedule,
             "RefreshPollSeconds": str(args.refresh_poll_seconds),
         }
+        if args.database_ca_bundle:
+            parameters["DatabaseCaBundle"] = Path(args.database_ca_bundle).read_text(encoding="ascii")
         stack = deploy_stack(cloudformation, args.stack_name, deployable_template(code_key), parameters)
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         if args.migration_database_url:

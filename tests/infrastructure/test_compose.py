@@ -58,3 +58,18 @@ def test_the_deploy_command_accepts_what_compose_passes():
         main([*command[3:], "--help"])
     except SystemExit as exit_:
         assert exit_.code == 0
+
+
+def test_the_databases_speak_tls_and_every_client_verifies_them():
+    """In compose the databases are other hosts: their clients must use verify-full with the stack's CA."""
+    services = compose()["services"]
+    for name in ("app-db", "analytic-db"):
+        command = services[name]["command"]
+        assert "ssl=on" in command and "ssl_cert_file=/certs/server.crt" in command, name
+        assert services[name]["depends_on"]["certs"]["condition"] == "service_completed_successfully", name
+        assert "certs:/certs:ro" in services[name]["volumes"], name
+    script = services["certs"]["command"][0]
+    assert "subjectAltName=DNS:app-db,DNS:analytic-db" in script and "rm -f ca.key" in script
+    for name in ("deployer", "pipeline"):
+        assert services[name]["environment"]["DATABASE_CA_BUNDLE"] == "/certs/ca.crt", name
+        assert "certs:/certs:ro" in services[name]["volumes"], name

@@ -203,3 +203,16 @@ def test_the_api_configuration_refuses_an_insecure_remote_database(monkeypatch):
     finally:
         config.get_settings.cache_clear()
         config.database_dsn.cache_clear()
+
+
+def test_a_ca_bundle_given_as_pem_text_is_written_once_to_a_file(tls_cluster):
+    """The compose stack passes its small CA to the functions as the DatabaseCaBundle parameter's text."""
+    from chalicelib.transport import ca_bundle_file
+
+    cluster, certs = tls_cluster
+    pem = (certs / "ca.crt").read_text()
+    path = ca_bundle_file(pem)
+    assert path == ca_bundle_file(pem) and Path(path).read_text() == pem
+    assert ca_bundle_file("/etc/ssl/ca.pem") == "/etc/ssl/ca.pem" and ca_bundle_file(None) is None
+    conn = psycopg2.connect(secure_dsn(cluster.url(), pem, verify_loopback=True))
+    conn.close()
