@@ -31,7 +31,8 @@ def _as_task(name: str, function: Any, *args: Any) -> Any:
 
 @flow(name="refresh-analytics", log_prints=False)
 def refresh_analytics(mode: str = "incremental") -> dict[str, Any]:
-    """Bring analytic.medical_record_denormalized up to date with the application database."""
+    """Bring analytic.medical_record_denormalized and its de-identified counterpart
+    analytic.medical_record_deidentified up to date with the application database."""
     logger = get_run_logger()
     try:
         result = refresh.run_refresh(mode, step=_as_task)
@@ -42,8 +43,9 @@ def refresh_analytics(mode: str = "incremental") -> dict[str, Any]:
         key="refresh-summary", markdown=refresh.summary_markdown(result), description="analytics refresh"
     )
     logger.info(
-        "refresh %s: %s inserted, %s updated, %s deleted",
+        "refresh %s: %s inserted, %s updated, %s deleted; de-identified: %s inserted, %s updated, %s deleted",
         result.status, result.rows_inserted, result.rows_updated, result.rows_deleted,
+        result.deidentified_rows_inserted, result.deidentified_rows_updated, result.deidentified_rows_deleted,
     )
     return result.as_dict()
 

@@ -5,12 +5,20 @@ Steps (each a Prefect task in ``flow.py``; callable directly for tests and comma
 1. ``replicate``: Sling copies changed application rows into the landing tables (schema ``stg``).
 2. ``apply_changes``: in ONE transaction of the analytic database: remove landing rows whose source
    rows were hard-deleted, find the visits affected by landing changes since the last good run's
-   watermark, recompute only their denormalized rows and write only the rows that differ; record
-   the run. A crash anywhere leaves the analytic table as of the last good run; the next run starts
-   from that run's watermark and converges.
-3. ``check``: the affected visits' rows equal what the landing tables imply (inside step 2's
-   transaction, so a mismatch rolls it back); and, after a full rebuild or once per
-   ``global_check_interval_seconds``, the whole table holds as many rows as the landing tables imply.
+   watermark, recompute only their denormalized rows and write only the rows that differ; then
+   recompute the de-identified rows (``medical_record_deidentified``, keyed pseudonyms made with
+   ``PSEUDONYM_KEY``) of exactly the rows written, again writing only what differs; record the run.
+   A crash anywhere leaves both tables as of the last good run; the next run starts from that
+   run's watermark and converges.
+3. ``check``: the affected visits' rows equal what the landing tables imply, and the recomputed
+   de-identified rows what their identified rows imply (inside step 2's transaction, so a mismatch
+   rolls it back); and, after a rebuild or once per ``global_check_interval_seconds``, the whole
+   table holds as many rows as the landing tables imply and the de-identified table as many as the
+   identified one.
+
+The pseudonym key reaches the database only as HMAC pads set for step 2's transaction
+(``set_config(..., is_local => true)``, see ``set_deidentification_parameters``): never in a table,
+the run log, a message or a Prefect artifact.
 
 Single flight: a whole run holds a session advisory lock on the analytic database, so two refreshes
 never interleave; a second one waits (up to ``lock_timeout_seconds``) and otherwise records
@@ -25,15 +33,18 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extras
 
-from pipeline.settings import PIPELINE_DIR, PipelineSettings, find_sling_binary
+from chalicelib.transport import is_loopback
+from pipeline.settings import PIPELINE_DIR, PipelineSettings, PseudonymKey, find_sling_binary
 
 SQL_DIR = PIPELINE_DIR / "sql"
 REPLICATION = PIPELINE_DIR / "replication.yaml"
@@ -69,6 +80,10 @@ class RefreshResult:
     rows_inserted: int = 0
     rows_updated: int = 0
     rows_deleted: int = 0
+    deidentified_rows_inserted: int = 0
+    deidentified_rows_updated: int = 0
+    deidentified_rows_deleted: int = 0
+    deidentified_rebuilt: bool = False  # rebuilt whole (full mode, first run, new key) rather than merged
     check_passed: bool | None = None
     check_scope: str | None = None
     step_ms: dict[str, float] = field(default_factory=dict)  # where the time went, per part of step 2
@@ -97,9 +112,11 @@ def _redact(text: str) -> str:
 
 
 def _sling_url(url: str) -> str:
+    """Sling's URL: as given (settings made a remote database's verify-full), or, for a loopback
+    database that names no sslmode, without TLS (Sling's driver would otherwise try it first)."""
     parts = urlsplit(url)
     query = parts.query
-    if "sslmode=" not in query:
+    if "sslmode=" not in query and is_loopback(parts.hostname):
         query = f"{query}&sslmode=disable" if query else "sslmode=disable"
     return urlunsplit(parts._replace(query=query))
 
@@ -223,14 +240,25 @@ def _reconcile_hard_deletes(cur, app_conn, result: RefreshResult) -> None:
     """Remove landing rows whose source rows no longer exist (deleted outside the API).
 
     Landing tables hold every source row (soft-deleted ones included), so a landing table with more
-    rows than its source has lost some to hard deletes; only then are the keys compared.
+    rows than its source has lost some to hard deletes; only then are the keys compared. The source
+    and landing counts run at the same time, one on each database.
     """
-    for table, key, affected_sql in _TABLES:
+    counts = ", ".join(f"(SELECT count(*) FROM {{schema}}.{table})" for table, _, _ in _TABLES)
+
+    def source_counts() -> tuple[int, ...]:
         with app_conn.cursor() as src:
-            src.execute(f"SELECT count(*) FROM medical_app.{table}")
-            source_count = src.fetchone()[0]
-        cur.execute(f"SELECT count(*) FROM stg.{table}")
-        if cur.fetchone()[0] <= source_count:
+            src.execute("SELECT " + counts.format(schema="medical_app"))
+            return src.fetchone()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        source = pool.submit(source_counts)
+        cur.execute("SELECT " + counts.format(schema="stg"))
+        landing_counts = cur.fetchone()
+        source_counts_ = source.result()
+    for (table, key, affected_sql), landing_count, source_count in zip(
+        _TABLES, landing_counts, source_counts_, strict=True
+    ):
+        if landing_count <= source_count:
             result.rows_hard_deleted[table] = 0
             continue
         keys = io.BytesIO()
@@ -283,9 +311,95 @@ def _indexes_rebuilt_after(cur, schema: str, table: str) -> Iterator[None]:
         cur.execute(definition)
 
 
-def apply_changes(conn, app_conn, result: RefreshResult) -> RefreshResult:
+def age_reference_year() -> int:
+    """The year in which the de-identified table judges who is 90 or older (tests replace it)."""
+    return datetime.now(UTC).year
+
+
+def set_deidentification_parameters(cur, key: PseudonymKey, reference_year: int) -> None:
+    """Give ``analytic.pseudonym()`` the key, and the de-identified rows their age reference year, for the
+    current transaction only; and make sure the SQL computes exactly the HMAC-SHA256 Python does.
+
+    The key's pads travel as COPY data, which no statement log records (log_statement, pgaudit,
+    log_min_duration_statement log statement texts, and a psycopg2 parameter is part of that text),
+    through a temporary table that lives only until the settings are made (temporary rows are never
+    WAL-logged)."""
+    inner, outer = key.hmac_pads()
+    cur.execute("CREATE TEMP TABLE pseudonym_pads (inner_pad text, outer_pad text) ON COMMIT DROP")
+    cur.copy_expert("COPY pseudonym_pads FROM STDIN", io.StringIO(f"{inner}\t{outer}\n"))
+    cur.execute(
+        "SELECT set_config('medrec.pseudonym_ipad', inner_pad, true), "
+        "set_config('medrec.pseudonym_opad', outer_pad, true), "
+        "set_config('medrec.age_reference_year', %s, true) FROM pseudonym_pads",
+        (str(reference_year),),
+    )
+    cur.execute("DROP TABLE pseudonym_pads")
+    probe = "medrec/pseudonym-self-test"
+    cur.execute("SELECT analytic.pseudonym(%s)", (probe,))
+    if cur.fetchone()[0] != key.pseudonym(probe):
+        raise RefreshFailed("analytic.pseudonym() does not compute HMAC-SHA256 with the configured key")
+
+
+def _last_deidentification(cur) -> tuple[str | None, int | None]:
+    """The key fingerprint and age reference year of the last good run's de-identified table."""
+    cur.execute(
+        "SELECT pseudonym_key_fingerprint, age_reference_year FROM analytic.refresh_run WHERE status = 'succeeded' "
+        "ORDER BY refresh_run_id DESC LIMIT 1"
+    )
+    row = cur.fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def rebuild_identified(cur, result: RefreshResult) -> None:
+    """The identified table rebuilt from the landing tables (indexes built after the load)."""
+    cur.execute("SELECT count(*) FROM analytic.medical_record_denormalized")
+    result.rows_deleted = cur.fetchone()[0]
+    with _timed(result, "rebuild"), _indexes_rebuilt_after(cur, "analytic", "medical_record_denormalized"):
+        cur.execute(_sql("rebuild_all.sql"))
+        result.rows_inserted = cur.rowcount
+
+
+def rebuild_deidentified(cur, result: RefreshResult) -> None:
+    """The de-identified table rebuilt from the identified one (needs ``set_deidentification_parameters``)."""
+    cur.execute("SELECT count(*) FROM analytic.medical_record_deidentified")
+    result.deidentified_rows_deleted = cur.fetchone()[0]
+    with _timed(result, "deidentified_rebuild"), \
+            _indexes_rebuilt_after(cur, "analytic", "medical_record_deidentified"):
+        cur.execute(_sql("rebuild_deidentified.sql"))
+        result.deidentified_rows_inserted = cur.rowcount
+    result.deidentified_rebuilt = True
+
+
+def _merge_deidentified(cur, result: RefreshResult, previous_reference_year: int, reference_year: int) -> None:
+    """The de-identified rows of the identified rows the merge just wrote (and, in a new year, of the
+    patients who crossed 90), from those identified rows."""
+    with _timed(result, "deidentified_compute"):
+        cur.execute(
+            _sql("desired_deidentified_rows.sql"),
+            {"previous_age_reference_year": previous_reference_year, "age_reference_year": reference_year},
+        )
+    with _timed(result, "deidentified_merge"):
+        cur.execute(_sql("merge_deidentified.sql"))
+        (result.deidentified_rows_deleted, result.deidentified_rows_inserted,
+         result.deidentified_rows_updated) = cur.fetchone()
+    with _timed(result, "deidentified_check"):
+        cur.execute(_sql("check_deidentified_affected.sql"))
+        differences = cur.fetchone()[0]
+    if differences:
+        raise RefreshFailed(
+            f"reconciliation failed: {differences} affected de-identified rows differ from the identified table"
+        )
+
+
+def apply_changes(conn, app_conn, result: RefreshResult, pseudonym_key: PseudonymKey) -> RefreshResult:
     """Step 2, in one transaction on ``conn`` (which holds the refresh lock)."""
+    result.deidentified_rebuilt = False  # a retried task starts over
     with conn.cursor() as cur:
+        reference_year = age_reference_year()
+        set_deidentification_parameters(cur, pseudonym_key, reference_year)
+        # Pseudonyms made with another key (or none: the table is new) cannot be merged into: rebuild.
+        last_fingerprint, last_reference_year = _last_deidentification(cur)
+        key_is_new = last_fingerprint != pseudonym_key.fingerprint or last_reference_year is None
         watermark = last_watermark(cur)
         cur.execute("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM stg.change_seq")
         new_watermark = cur.fetchone()[0]
@@ -300,11 +414,8 @@ def apply_changes(conn, app_conn, result: RefreshResult) -> RefreshResult:
         crash_point("before_merge")
         # No good run yet: every row is new, and one bulk build beats merging row by row.
         if result.mode == "full" or watermark == 0:
-            cur.execute("SELECT count(*) FROM analytic.medical_record_denormalized")
-            result.rows_deleted = cur.fetchone()[0]
-            with _timed(result, "rebuild"), _indexes_rebuilt_after(cur, "analytic", "medical_record_denormalized"):
-                cur.execute(_sql("rebuild_all.sql"))
-                result.rows_inserted = cur.rowcount
+            rebuild_identified(cur, result)
+            rebuild_deidentified(cur, result)
         else:
             with _timed(result, "find_affected"):
                 cur.execute(_sql("affected_records.sql"), {"watermark": watermark})
@@ -321,16 +432,25 @@ def apply_changes(conn, app_conn, result: RefreshResult) -> RefreshResult:
                 raise RefreshFailed(
                     f"reconciliation failed: {differences} affected rows differ from the landing tables"
                 )
+            crash_point("before_deidentified_merge")
+            if key_is_new:
+                rebuild_deidentified(cur, result)
+            else:
+                _merge_deidentified(cur, result, last_reference_year, reference_year)
             result.check_passed, result.check_scope = True, "affected"
         crash_point("inside_merge")
         cur.execute(
             "UPDATE analytic.refresh_run SET watermark_before = %s, watermark_after = %s, rows_changed = %s, "
-            "rows_hard_deleted = %s, rows_inserted = %s, rows_updated = %s, rows_deleted = %s, step_ms = %s "
+            "rows_hard_deleted = %s, rows_inserted = %s, rows_updated = %s, rows_deleted = %s, "
+            "deidentified_rows_inserted = %s, deidentified_rows_updated = %s, deidentified_rows_deleted = %s, "
+            "pseudonym_key_fingerprint = %s, age_reference_year = %s, step_ms = %s "
             "WHERE refresh_run_id = %s",
             (
                 watermark, new_watermark,
                 psycopg2.extras.Json(result.rows_changed), psycopg2.extras.Json(result.rows_hard_deleted),
                 result.rows_inserted, result.rows_updated, result.rows_deleted,
+                result.deidentified_rows_inserted, result.deidentified_rows_updated,
+                result.deidentified_rows_deleted, pseudonym_key.fingerprint, reference_year,
                 psycopg2.extras.Json(result.step_ms), result.refresh_run_id,
             ),
         )
@@ -350,9 +470,9 @@ def _timed(result: RefreshResult, name: str) -> Iterator[None]:
 
 # --- step 3: check --------------------------------------------------------------------------------
 
-def global_check_due(conn, mode: str, interval_seconds: float) -> bool:
-    """A full-table reconciliation after every full rebuild, otherwise at most once per interval."""
-    if mode == "full":
+def global_check_due(conn, mode: str, interval_seconds: float, rebuilt: bool = False) -> bool:
+    """A full-table reconciliation after every rebuild, otherwise at most once per interval."""
+    if mode == "full" or rebuilt:
         return True
     with conn.cursor() as cur:
         cur.execute(
@@ -366,14 +486,20 @@ def global_check_due(conn, mode: str, interval_seconds: float) -> bool:
 
 
 def check(conn) -> tuple[int, int]:
-    """Raise RefreshFailed unless the analytic row count equals what the landing tables imply."""
+    """Raise RefreshFailed unless the analytic row count equals what the landing tables imply and the
+    de-identified table has as many rows as the analytic table."""
     with conn.cursor() as cur:
         cur.execute(_sql("check.sql"))
-        analytic_rows, expected_rows = cur.fetchone()
+        analytic_rows, expected_rows, deidentified_rows = cur.fetchone()
     conn.commit()
     if analytic_rows != expected_rows:
         raise RefreshFailed(
             f"reconciliation failed: analytic table has {analytic_rows} rows, landing tables imply {expected_rows}"
+        )
+    if deidentified_rows != analytic_rows:
+        raise RefreshFailed(
+            f"reconciliation failed: de-identified table has {deidentified_rows} rows, "
+            f"the analytic table {analytic_rows}"
         )
     return analytic_rows, expected_rows
 
@@ -395,6 +521,7 @@ def run_refresh(
     if mode not in ("incremental", "full"):
         raise ValueError("mode must be 'incremental' or 'full'")
     settings = settings or PipelineSettings.from_env()
+    pseudonym_key = settings.require_pseudonym_key()
     try:
         lock = single_flight(settings)
         conn = lock.__enter__()
@@ -412,10 +539,10 @@ def run_refresh(
             crash_point("after_replication")
             app_conn = _connect(settings.app_db_url)
             try:
-                step("apply-changes", apply_changes, conn, app_conn, result)
+                step("apply-changes", apply_changes, conn, app_conn, result, pseudonym_key)
             finally:
                 app_conn.close()
-            if global_check_due(conn, mode, settings.global_check_interval_seconds):
+            if global_check_due(conn, mode, settings.global_check_interval_seconds, result.deidentified_rebuilt):
                 step("check", check, conn)
                 result.check_passed, result.check_scope = True, "global"
             result.status = "succeeded"
@@ -449,13 +576,19 @@ def summary_markdown(result: RefreshResult) -> str:
             f"| {table} | {result.rows_extracted.get(table, 0)} | {result.rows_changed.get(table, 0)} "
             f"| {result.rows_hard_deleted.get(table, 0)} |"
         )
+    reconciliation = (
+        f"{'passed' if result.check_passed else 'failed' if result.check_passed is False else 'not run'}"
+        f"{f' ({result.check_scope})' if result.check_scope else ''}"
+    )
     lines += [
         "",
-        "| analytic rows inserted | updated | deleted | reconciliation |",
-        "|---:|---:|---:|---|",
-        f"| {result.rows_inserted} | {result.rows_updated} | {result.rows_deleted} | "
-        f"{'passed' if result.check_passed else 'failed' if result.check_passed is False else 'not run'}"
-        f"{f' ({result.check_scope})' if result.check_scope else ''} |",
+        "| table | rows inserted | updated | deleted | reconciliation |",
+        "|---|---:|---:|---:|---|",
+        f"| medical_record_denormalized | {result.rows_inserted} | {result.rows_updated} | {result.rows_deleted} "
+        f"| {reconciliation} |",
+        f"| medical_record_deidentified{' (rebuilt)' if result.deidentified_rebuilt else ''} "
+        f"| {result.deidentified_rows_inserted} | {result.deidentified_rows_updated} "
+        f"| {result.deidentified_rows_deleted} | {reconciliation} |",
     ]
     if result.step_ms:
         lines += ["", "time per part (ms): " + ", ".join(f"{k} {v:g}" for k, v in result.step_ms.items())]

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 # Configuration must exist before the app is imported; the database URL is filled in by the fixture.
 os.environ["JWT_SECRET"] = secrets.token_urlsafe(32)
+os.environ.setdefault("PSEUDONYM_KEY", secrets.token_urlsafe(32))  # the served refresh flow's (e2e)
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "medical-records")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import secrets
 from datetime import date, timedelta
 
 import psycopg2
@@ -14,7 +15,7 @@ from chalicelib.domain.services import ActorKind, Caller, build_services
 from chalicelib.migrations import migrate
 from chalicelib.repositories.errors import translate
 from pipeline import refresh
-from pipeline.settings import PIPELINE_DIR, PipelineSettings
+from pipeline.settings import PIPELINE_DIR, PipelineSettings, PseudonymKey
 from tests.helpers import card_number
 
 REFERENCE = """
@@ -43,6 +44,31 @@ SELECT row_key, patient_id, id_card_num, first_name, last_name, birth_date, phon
        prescription_updated_timestamp
 FROM analytic.medical_record_denormalized
 """
+DEIDENTIFIED = """
+SELECT row_pseudonym, patient_pseudonym, visit_pseudonym, birth_year, age_90_or_older, hospital_name, diagnosis,
+       symptom, treatment_start_year, treatment_end_year, medicine_name, dose
+FROM analytic.medical_record_deidentified
+"""
+# The identified reference rows' columns the de-identified reference is computed from (see deidentify).
+_ROW_KEY, _PATIENT_ID, _BIRTH_DATE, _RECORD_ID, _HOSPITAL, _DIAGNOSIS, _SYMPTOM = 0, 1, 5, 7, 8, 10, 11
+_START, _END, _MEDICINE, _DOSE = 12, 13, 15, 16
+
+
+def deidentify(row: tuple, key: PseudonymKey, reference_year: int) -> tuple:
+    """The de-identified row of a REFERENCE row, computed independently of the SQL (Python's hmac):
+    pseudonyms are HMAC-SHA256 in hex; birth year withheld for whoever is 90 or older in reference_year."""
+    birth, start, end = row[_BIRTH_DATE], row[_START], row[_END]
+    age_90_or_older = reference_year - birth.year >= 90
+    return (
+        key.pseudonym(row[_ROW_KEY]),
+        key.pseudonym(f"patient:{row[_PATIENT_ID]}"),
+        key.pseudonym(f"medical_record:{row[_RECORD_ID]}"),
+        None if age_90_or_older else birth.year,
+        age_90_or_older,
+        row[_HOSPITAL], row[_DIAGNOSIS], row[_SYMPTOM],
+        start.year, end.year if end else None,
+        row[_MEDICINE], row[_DOSE],
+    )
 
 
 def query(url: str, sql: str, params=None) -> list[tuple]:
@@ -64,7 +90,7 @@ def build(model, **fields):
 class Pipeline:
     """Two fresh databases (application and analytic) on the suite's PostgreSQL."""
 
-    def __init__(self, cluster, name: str, tmp_path) -> None:
+    def __init__(self, cluster, name: str, tmp_path, pseudonym_key: str | None = None) -> None:
         from tools.cli import create_login
 
         self.app_db, self.analytic_db = f"app_{name}", f"analytic_{name}"
@@ -76,7 +102,10 @@ class Pipeline:
         migrate(self.analytic_url, PIPELINE_DIR / "migrations", "analytic")
         create_login(self.app_owner, "medrec_reader_pipeline", "reader-pipeline-pw", "medical_reader")
         reader = cluster.url(self.app_db, user="medrec_reader_pipeline", password="reader-pipeline-pw")
-        self.settings = PipelineSettings(reader, self.analytic_url, tmp_path / "sling", lock_timeout_seconds=60)
+        self.pseudonym_key_text = pseudonym_key or secrets.token_urlsafe(32)
+        self.pseudonym_key = PseudonymKey.from_text(self.pseudonym_key_text)
+        self.settings = PipelineSettings(reader, self.analytic_url, tmp_path / "sling", lock_timeout_seconds=60,
+                                         pseudonym_key=self.pseudonym_key)
         self.services = build_services(Database(lambda: self.app_owner, translate_error=translate))
         self.caller = Caller("pipeline-test", ActorKind.ADMIN, "req-1")
 
@@ -91,6 +120,16 @@ class Pipeline:
 
     def snapshot(self) -> list[tuple]:
         return query(self.analytic_url, "SELECT *, xmin::text FROM analytic.medical_record_denormalized ORDER BY 1")
+
+    def deidentified_reference(self, key: PseudonymKey | None = None, reference_year: int | None = None) -> set[tuple]:
+        year = reference_year or refresh.age_reference_year()
+        return {deidentify(row, key or self.pseudonym_key, year) for row in query(self.app_owner, REFERENCE)}
+
+    def deidentified(self) -> set[tuple]:
+        return set(query(self.analytic_url, DEIDENTIFIED))
+
+    def deidentified_snapshot(self) -> list[tuple]:
+        return query(self.analytic_url, "SELECT *, xmin::text FROM analytic.medical_record_deidentified ORDER BY 1")
 
     def runs(self) -> list[tuple]:
         return query(

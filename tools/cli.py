@@ -50,6 +50,9 @@ def local_secrets() -> dict[str, str]:
     if "pipeline_password" not in values:  # added after the first release of this file
         values["pipeline_password"] = secrets.token_urlsafe(24)
         SECRETS_FILE.write_text(json.dumps(values))
+    if "pseudonym_key" not in values:  # the de-identified table's pseudonyms: kept, never rotated by a restart
+        values["pseudonym_key"] = secrets.token_urlsafe(32)
+        SECRETS_FILE.write_text(json.dumps(values))
     return values
 
 
@@ -267,6 +270,7 @@ def up(aws_port: int, prefect_port: int, db_port: int | None, sample_patients: i
         services.append(stack.prefect_server(prefect_port, LOCAL / "prefect"))
         step("serving the refresh flow ...")
         pipeline_env = dict(line.split("=", 1) for line in (LOCAL / "pipeline.env").read_text().splitlines())
+        os.environ["PSEUDONYM_KEY"] = pipeline_env["PSEUDONYM_KEY"]  # the served flow inherits it
         services.append(stack.served_flow(prefect_api, pipeline_env["APP_DB_URL"], pipeline_env["ANALYTIC_DB_URL"],
                                           LOCAL / "flow"))
         step("packaging the Chalice app and deploying template.yaml into the emulator ...")
@@ -402,6 +406,7 @@ def _prepare_analytics(cluster, values: dict[str, str]) -> None:
         f"APP_DB_URL={cluster.url('app', user='medrec_pipeline', password=values['pipeline_password'])}\n"
         f"ANALYTIC_DB_URL={cluster.url('analytic')}\n"
         f"SLING_HOME_DIR={LOCAL / 'sling'}\n"
+        f"PSEUDONYM_KEY={values['pseudonym_key']}\n"
     )
     env_file.chmod(0o600)
 

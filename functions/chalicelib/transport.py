@@ -92,9 +92,12 @@ def secure_url(url: str, ca_bundle: str | None, *, verify_loopback: bool = False
 
 
 def connect(dsn: str, **kwargs: Any):
-    """psycopg2.connect for the operator's commands (migrate, create-login, seal, verify), same rule."""
+    """psycopg2.connect for the operator's commands (migrate, create-login, seal, verify), same rule.
+
+    The CA bundle is read from DATABASE_CA_BUNDLE here, not from the API's cached settings: a command
+    may set other configuration (a dev key) only after it has migrated."""
+    import os
+
     import psycopg2
 
-    from chalicelib.config import get_settings
-
-    return psycopg2.connect(secure_dsn(dsn, get_settings().database_ca_bundle), **kwargs)
+    return psycopg2.connect(secure_dsn(dsn, os.environ.get("DATABASE_CA_BUNDLE") or None), **kwargs)

@@ -1,11 +1,13 @@
 -- Bring the analytic rows of the affected visits in line with desired_row (desired_rows.sql),
 -- writing only what differs: rows that should no longer exist are deleted, new rows inserted, and rows whose
--- content hash changed updated (unchanged rows keep their updated_timestamp).
+-- content hash changed updated (unchanged rows keep their updated_timestamp). The keys of the rows written
+-- go to written_row: the de-identified table follows exactly those (desired_deidentified_rows.sql).
+CREATE TEMP TABLE written_row (row_key text PRIMARY KEY, deleted boolean NOT NULL) ON COMMIT DROP;
 WITH deleted AS (
     DELETE FROM analytic.medical_record_denormalized d
     WHERE d.medical_record_id IN (SELECT medical_record_id FROM affected_record)
       AND NOT EXISTS (SELECT 1 FROM desired_row x WHERE x.row_key = d.row_key)
-    RETURNING 1
+    RETURNING d.row_key
 ),
 upserted AS (
     INSERT INTO analytic.medical_record_denormalized AS d (
@@ -34,7 +36,13 @@ upserted AS (
         row_hash = excluded.row_hash,
         updated_timestamp = now()
     WHERE d.row_hash IS DISTINCT FROM excluded.row_hash
-    RETURNING (xmax = 0) AS inserted
+    RETURNING d.row_key, (xmax = 0) AS inserted
+),
+written AS (
+    INSERT INTO written_row (row_key, deleted)
+    SELECT row_key, true FROM deleted
+    UNION ALL
+    SELECT row_key, false FROM upserted
 )
 SELECT (SELECT count(*) FROM deleted) AS deleted,
        count(*) FILTER (WHERE inserted) AS inserted,

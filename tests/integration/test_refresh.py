@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import date
 
@@ -9,7 +10,6 @@ import pytest
 
 from chalicelib.domain import models
 from pipeline import refresh
-from pipeline.settings import PipelineSettings
 from tests.helpers import card_number
 from tests.pipeline_support import Pipeline, RandomActivity, build, query
 
@@ -28,6 +28,7 @@ def test_random_activity_then_refresh_matches_the_reference(pipeline):
         result = pipeline.refresh()
         assert result.status == "succeeded" and result.check_passed
         assert pipeline.analytic() == pipeline.reference(), f"mismatch after round {round_number}"
+        assert pipeline.deidentified() == pipeline.deidentified_reference(), f"de-identified, round {round_number}"
     assert len(pipeline.reference()) > 20
 
 
@@ -37,11 +38,14 @@ def test_a_second_refresh_with_no_changes_writes_nothing(pipeline):
         activity.step()
     first = pipeline.refresh()
     assert first.rows_inserted > 0
-    before = pipeline.snapshot()
+    before, deidentified_before = pipeline.snapshot(), pipeline.deidentified_snapshot()
     second = pipeline.refresh()
     assert (second.rows_inserted, second.rows_updated, second.rows_deleted) == (0, 0, 0)
+    assert (second.deidentified_rows_inserted, second.deidentified_rows_updated,
+            second.deidentified_rows_deleted) == (0, 0, 0)
     assert sum(second.rows_changed.values()) == 0
     assert pipeline.snapshot() == before  # same rows, same timestamps, not even rewritten (same xmin)
+    assert pipeline.deidentified_snapshot() == deidentified_before
 
 
 def _visit_with_prescriptions(pipeline, count: int) -> tuple[int, int, list[int]]:
@@ -93,15 +97,16 @@ def test_moves_leave_no_stale_rows(pipeline):
     pipeline.refresh()
     assert {r[0]: r for r in pipeline.analytic()}[f"medical_record:{rid_a}"][1] == pid_b
     assert pipeline.analytic() == pipeline.reference()
+    assert pipeline.deidentified() == pipeline.deidentified_reference()
 
 
-@pytest.mark.parametrize("point", ["after_replication", "before_merge", "inside_merge"])
+@pytest.mark.parametrize("point", ["after_replication", "before_merge", "before_deidentified_merge", "inside_merge"])
 def test_a_crash_leaves_the_last_good_state_and_the_next_run_converges(pipeline, monkeypatch, point):
     activity = RandomActivity(pipeline, seed=5)
     for _ in range(40):
         activity.step()
     pipeline.refresh()
-    good = pipeline.snapshot()
+    good, deidentified_good = pipeline.snapshot(), pipeline.deidentified_snapshot()
     for _ in range(20):
         activity.step()
 
@@ -113,11 +118,13 @@ def test_a_crash_leaves_the_last_good_state_and_the_next_run_converges(pipeline,
     with pytest.raises(RuntimeError, match="injected crash"):
         pipeline.refresh()
     assert pipeline.snapshot() == good
+    assert pipeline.deidentified_snapshot() == deidentified_good
     assert pipeline.runs()[-1][0] == "failed"
 
     monkeypatch.setattr(refresh, "crash_point", lambda name: None)
     assert pipeline.refresh().status == "succeeded"
     assert pipeline.analytic() == pipeline.reference()
+    assert pipeline.deidentified() == pipeline.deidentified_reference()
 
 
 def test_two_refreshes_started_together_do_not_interleave(pipeline):
@@ -145,8 +152,7 @@ def test_two_refreshes_started_together_do_not_interleave(pipeline):
 
 
 def test_a_refresh_that_cannot_get_the_lock_records_skipped(pipeline):
-    busy = PipelineSettings(pipeline.settings.app_db_url, pipeline.settings.analytic_db_url,
-                            pipeline.settings.sling_home, lock_timeout_seconds=0.5)
+    busy = dataclasses.replace(pipeline.settings, lock_timeout_seconds=0.5)
     with refresh.single_flight(pipeline.settings):
         result = refresh.run_refresh("incremental", busy)
     assert result.status == "skipped"
@@ -173,6 +179,7 @@ def test_hard_deletes_outside_the_api_are_removed(pipeline):
     assert result.rows_hard_deleted["medical_record"] == 1
     assert record not in {r[7] for r in pipeline.analytic()}
     assert pipeline.analytic() == pipeline.reference()
+    assert pipeline.deidentified() == pipeline.deidentified_reference()
 
 
 def test_full_mode_rebuilds_from_scratch(pipeline):
@@ -181,19 +188,22 @@ def test_full_mode_rebuilds_from_scratch(pipeline):
         activity.step()
     pipeline.refresh()
     query(pipeline.analytic_url, "UPDATE analytic.medical_record_denormalized SET dose = 'drifted'")
+    query(pipeline.analytic_url, "UPDATE analytic.medical_record_deidentified SET dose = 'drifted'")
     indexes_sql = ("SELECT indexdef FROM pg_indexes WHERE schemaname = 'analytic' "
                    "AND tablename = 'medical_record_denormalized' ORDER BY indexname")
     indexes = query(pipeline.analytic_url, indexes_sql)
     result = pipeline.refresh("full")
     assert query(pipeline.analytic_url, indexes_sql) == indexes  # dropped for the load, built again
     assert result.status == "succeeded" and result.rows_inserted == len(pipeline.reference())
+    assert result.deidentified_rebuilt and result.deidentified_rows_inserted == len(pipeline.reference())
     assert pipeline.analytic() == pipeline.reference()
-    assert pipeline.refresh().rows_updated == 0
+    assert pipeline.deidentified() == pipeline.deidentified_reference()
+    again = pipeline.refresh()
+    assert again.rows_updated == 0 and again.deidentified_rows_updated == 0
 
 
 def test_sling_failure_fails_the_run_with_a_clear_message(pipeline):
-    broken = PipelineSettings("postgresql://nobody:secret-pw@127.0.0.1:1/nowhere", pipeline.analytic_url,
-                              pipeline.settings.sling_home)
+    broken = dataclasses.replace(pipeline.settings, app_db_url="postgresql://nobody:secret-pw@127.0.0.1:1/nowhere")
     with pytest.raises(refresh.RefreshFailed) as raised:
         refresh.run_refresh("incremental", broken)
     message = str(raised.value)
@@ -210,8 +220,7 @@ def test_a_table_that_disagrees_with_the_landing_tables_fails_the_run_loudly(pip
     assert pipeline.refresh().check_scope == "affected"  # later ones check what they touched, until due
     query(pipeline.analytic_url, "INSERT INTO analytic.medical_record_denormalized (row_key, patient_id, "
                                  "medical_record_id, row_hash) VALUES ('bogus:1', 1, 1, gen_random_uuid())")
-    due_now = PipelineSettings(pipeline.settings.app_db_url, pipeline.settings.analytic_db_url,
-                               pipeline.settings.sling_home, global_check_interval_seconds=0)
+    due_now = dataclasses.replace(pipeline.settings, global_check_interval_seconds=0)
     with pytest.raises(refresh.RefreshFailed, match="reconciliation failed"):
         refresh.run_refresh("incremental", due_now)
     status, *_ = pipeline.runs()[-1]

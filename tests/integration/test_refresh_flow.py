@@ -21,6 +21,7 @@ def pipeline_env(pg_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("APP_DB_URL", pipeline.settings.app_db_url)
     monkeypatch.setenv("ANALYTIC_DB_URL", pipeline.settings.analytic_db_url)
     monkeypatch.setenv("SLING_HOME_DIR", str(pipeline.settings.sling_home))
+    monkeypatch.setenv("PSEUDONYM_KEY", pipeline.pseudonym_key_text)
     return pipeline
 
 
@@ -37,6 +38,8 @@ def test_the_flow_refreshes_and_publishes_a_summary(prefect_server, pipeline_env
     result = state.result()
     assert result["status"] == "succeeded" and result["check_passed"] is True
     assert pipeline_env.analytic() == pipeline_env.reference()
+    assert pipeline_env.deidentified() == pipeline_env.deidentified_reference()
+    assert result["deidentified_rows_inserted"] == len(pipeline_env.reference())
 
     async def artifacts():
         async with get_client() as client:

@@ -216,3 +216,20 @@ def test_a_ca_bundle_given_as_pem_text_is_written_once_to_a_file(tls_cluster):
     assert ca_bundle_file("/etc/ssl/ca.pem") == "/etc/ssl/ca.pem" and ca_bundle_file(None) is None
     conn = psycopg2.connect(secure_dsn(cluster.url(), pem, verify_loopback=True))
     conn.close()
+
+
+def test_the_pipeline_verifies_a_remote_database_with_psycopg2_and_sling(monkeypatch):
+    from pipeline.refresh import _sling_url
+    from pipeline.settings import PipelineConfigurationError, PipelineSettings
+
+    monkeypatch.setenv("PSEUDONYM_KEY", "k" * 40)
+    monkeypatch.setenv("DATABASE_CA_BUNDLE", "/certs/ca.crt")
+    monkeypatch.setenv("APP_DB_URL", "postgresql://reader:pw@app-db:5432/app")
+    monkeypatch.setenv("ANALYTIC_DB_URL", "postgresql://owner:pw@127.0.0.1:5433/analytic")
+    settings = PipelineSettings.from_env()
+    assert "sslmode=verify-full" in settings.app_db_url and "sslrootcert=%2Fcerts%2Fca.crt" in settings.app_db_url
+    assert _sling_url(settings.app_db_url) == settings.app_db_url  # Sling gets the same verification
+    assert _sling_url(settings.analytic_db_url).endswith("sslmode=disable")  # loopback: as before
+    monkeypatch.setenv("APP_DB_URL", "postgresql://reader:pw@app-db:5432/app?sslmode=disable")
+    with pytest.raises(PipelineConfigurationError, match="sslmode=disable is refused"):
+        PipelineSettings.from_env()
