@@ -235,12 +235,7 @@ class ResourceService:
                 if stored is not None:
                     return self._replay(tx, caller, stored, fingerprint, note)
             if self.parent is not None:
-                parent_row = self.parent.repository.get(tx, parent_key, lock="share", member_sub=caller.member_sub)
-                if parent_row is None:
-                    raise ParentNotFound(_missing(self.parent.resource, parent_key))
-                note.patient_ids.append(parent_row.patient_id)
-                _check(caller, note, parent_row, write=True, not_found=_missing(self.parent.resource, parent_key))
-                if parent_row.deleted:
+                if self._new_parent(tx, caller, note, parent_key).deleted:
                     raise ParentGone(f"{self.parent.resource} {parent_key} has been deleted")
                 values[self.table.parent_key] = parent_key
             row = self.repository.insert(tx, values)
@@ -254,6 +249,16 @@ class ResourceService:
 
     def _after_create(self, tx: Transaction, caller: Caller, row: StoredRow) -> None:
         pass
+
+    def _new_parent(self, tx: Transaction, caller: Caller, note: _AuditNote, key: int) -> StoredRow:
+        """The parent a row is written under, locked against deletion meanwhile (FOR SHARE), once the
+        caller may write to its patient; deleted or not (the caller decides what that means)."""
+        row = self.parent.repository.get(tx, key, lock="share", member_sub=caller.member_sub)
+        if row is None:
+            raise ParentNotFound(_missing(self.parent.resource, key))
+        note.patient_ids.append(row.patient_id)
+        _check(caller, note, row, write=True, not_found=_missing(self.parent.resource, key))
+        return row
 
     def _replay(
         self, tx: Transaction, caller: Caller, stored: idempotency.StoredResponse, fingerprint: str, note: _AuditNote
@@ -286,12 +291,7 @@ class ResourceService:
             new_parent = getattr(changes, self.table.parent_key, None) if self.table.parent_key else None
             if new_parent is not None and new_parent != row.values[self.table.parent_key]:
                 # Moving a row writes to both patients: the caller must be allowed on the new one too.
-                parent_row = self.parent.repository.get(tx, new_parent, lock="share", member_sub=caller.member_sub)
-                if parent_row is None:
-                    raise ParentNotFound(_missing(self.parent.resource, new_parent))
-                note.patient_ids.append(parent_row.patient_id)
-                _check(caller, note, parent_row, write=True, not_found=_missing(self.parent.resource, new_parent))
-                if parent_row.deleted:
+                if self._new_parent(tx, caller, note, new_parent).deleted:
                     raise ParentNotFound(_missing(self.parent.resource, new_parent))
                 values[self.table.parent_key] = new_parent
             if not values:  # nothing to change: no write, no new version
