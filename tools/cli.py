@@ -2,9 +2,12 @@
 
   python -m tools.cli migrate          apply schema migrations to $DATABASE_URL (an owner role)
   python -m tools.cli create-login     create/refresh a least-privilege login role
-  python -m tools.cli dev-token        print a signed dev token
-  python -m tools.cli openapi          print the OpenAPI document
-  python -m tools.cli run              embedded PostgreSQL + the API under `chalice local`
+  python -m tools.cli dev-token        print a signed dev token (--kind admin|clinician|patient)
+  python -m tools.cli openapi          print, write (--write) or drift-check (--check) openapi.json
+  python -m tools.cli seal-audit       seal the audit events committed since the last seal
+  python -m tools.cli verify-audit     check the audit trail's seal chain
+  python -m tools.cli run              embedded PostgreSQL + the API on Chalice's local server
+  python -m tools.cli up / down        the whole system locally (see README)
 """
 
 from __future__ import annotations
@@ -191,8 +194,8 @@ def run(port: int, db_port: int | None, sample_patients: int) -> None:
     }
     click.echo("starting the API ...")
     api = subprocess.Popen(
-        [str(Path(sys.executable).parent / "chalice"), "local", "--port", str(port), "--no-autoreload"],
-        cwd=ROOT / "functions",
+        [sys.executable, "-m", "tools.local_server", "--port", str(port)],  # chalice local without its stall
+        cwd=ROOT,
         env=env,
     )
     stopping = False
