@@ -54,10 +54,9 @@ for _path in (ROOT / "functions", ROOT):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from bench.harness import run_in_scratch, write_report  # noqa: E402 - after the path set-up
+from bench.harness import app_database, run_in_scratch, write_report  # noqa: E402 - after the path set-up
 
 RESULTS_DIR = ROOT / "bench" / "results"
-API_USER = "medrec_api_bench"
 TARGET_GET_RATIO = 4.0  # GET-by-id p50 within 4x the bare round trip
 TARGET_GET_P99_MS = 2.0
 ASSUMED_BARE_MS = 0.1  # the "for scale" figure for a bare PK round trip
@@ -483,15 +482,7 @@ def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 def measure(args: argparse.Namespace, cluster: Any) -> dict[str, Any]:
     import psycopg2
 
-    from chalicelib.migrations import migrate
-    from tools.cli import create_login
-
-    cluster.create_database("app")
-    owner_url = cluster.url("app")
-    migrate(owner_url)
-    password = secrets.token_urlsafe(16)
-    create_login(owner_url, API_USER, password, "medical_api")
-    api_url = cluster.url("app", user=API_USER, password=password)
+    owner_url, api_url = app_database(cluster)
     os.environ["DATABASE_URL"] = api_url
     os.environ["JWT_SECRET"] = secrets.token_urlsafe(32)
     os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "medical-records")

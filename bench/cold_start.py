@@ -58,7 +58,6 @@ from bench.harness import run_in_scratch, write_report  # noqa: E402 - after the
 RESULTS_DIR = ROOT / "bench" / "results"
 TARGET_EXTRA_MS = 150.0
 BASELINES = {"import": "bare", "package_no_pyc": "bare_S", "package_pyc": "bare_S", "first_request": "bare"}
-API_USER = "medrec_api_bench"
 
 # Run in the fresh process for the first-request variant. Times are CLOCK_MONOTONIC (system-wide on
 # Linux), so the parent can relate them to the moment it spawned the process.
@@ -193,21 +192,16 @@ def build_package(env: dict[str, str], destination: Path, compile_bytecode: bool
 def throwaway_database(base: Path):
     """A migrated database with the API login and one patient: yields (api_url, patient_id)."""
     from bench.api_latency import seed_patients
-    from chalicelib.migrations import migrate
-    from tools.cli import create_login
+    from bench.harness import app_database
     from tools.pgcluster import PostgresCluster
 
     cluster = PostgresCluster(base / "pg")
     try:
         print("starting PostgreSQL for the first-request runs ...", file=sys.stderr)
         cluster.start()
-        cluster.create_database("app")
-        owner_url = cluster.url("app")
-        migrate(owner_url)
-        password = secrets.token_urlsafe(16)
-        create_login(owner_url, API_USER, password, "medical_api")
+        owner_url, api_url = app_database(cluster)
         patient_id = seed_patients(owner_url, 1)[0][0]
-        yield cluster.url("app", user=API_USER, password=password), patient_id
+        yield api_url, patient_id
     finally:
         cluster.stop()
 

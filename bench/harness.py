@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+API_USER = "medrec_api_bench"
+
 
 def run_in_scratch(prefix: str, measure: Callable[[Path], dict[str, Any]]) -> dict[str, Any] | None:
     """``measure(scratch_dir)``, or None when interrupted; the directory is removed either way."""
@@ -37,3 +39,19 @@ def write_report(output_dir: Path, name: str, report: dict[str, Any], markdown: 
     (output_dir / f"{name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(markdown)
     print(f"written: {output_dir / (name + '.md')} and {name}.json", file=sys.stderr)
+
+
+def app_database(cluster: Any, api_user: str = API_USER) -> tuple[str, str]:
+    """Database ``app`` on ``cluster``, migrated, with a least-privilege API login as deployed:
+    (owner URL, API URL)."""
+    import secrets
+
+    from chalicelib.migrations import migrate
+    from tools.cli import create_login
+
+    cluster.create_database("app")
+    owner_url = cluster.url("app")
+    migrate(owner_url)
+    password = secrets.token_urlsafe(16)
+    create_login(owner_url, api_user, password, "medical_api")
+    return owner_url, cluster.url("app", user=api_user, password=password)

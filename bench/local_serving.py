@@ -41,7 +41,6 @@ for _path in (ROOT / "functions", ROOT):
 from bench.harness import run_in_scratch, write_report  # noqa: E402 - after the path set-up
 
 RESULTS_DIR = ROOT / "bench" / "results"
-API_USER = "medrec_api_bench"
 PATHS = ("/health", "/v1/patients?limit=1")
 SERVERS = {"chalice local (unpatched handler)": "chalice", "tools.local_server (fixed)": "keepalive"}
 IN_PROCESS = "in-process (chalice.test.Client)"
@@ -55,25 +54,6 @@ class UnexpectedStatus(Exception):
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
-
-
-def seed_patients(owner_url: str, count: int) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(owner_url)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO medical_app.patient (id_card_num, first_name, last_name, birth_date, phone_num) "
-                "SELECT (1000000000000 + g)::text, 'Bench', 'Patient' || (g %% 50), "
-                "DATE '1940-01-01' + (g %% 25000), lpad((g %% 1000000000)::text, 10, '0') "
-                "FROM generate_series(1, %s) AS g",
-                (count,),
-            )
-            cur.execute("ANALYZE medical_app.patient")
-    finally:
-        conn.close()
 
 
 def start_server(handler: str, log: Path) -> tuple[subprocess.Popen, int]:
@@ -196,16 +176,12 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     try:
         print("starting PostgreSQL ...", file=sys.stderr)
         cluster.start()
-        from chalicelib.migrations import migrate
-        from tools.cli import create_login
+        from bench.api_latency import seed_patients
+        from bench.harness import app_database
 
-        cluster.create_database("app")
-        owner_url = cluster.url("app")
-        migrate(owner_url)
-        password = secrets.token_urlsafe(16)
-        create_login(owner_url, API_USER, password, "medical_api")
+        owner_url, api_url = app_database(cluster)
         seed_patients(owner_url, args.patients)
-        os.environ["DATABASE_URL"] = cluster.url("app", user=API_USER, password=password)
+        os.environ["DATABASE_URL"] = api_url
         os.environ["JWT_SECRET"] = secrets.token_urlsafe(32)
         os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "medical-records")
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

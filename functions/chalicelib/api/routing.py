@@ -21,6 +21,7 @@ from chalice import Response
 from pydantic import ValidationError
 
 from chalicelib.api import problems
+from chalicelib.api.dependencies import services
 from chalicelib.config import ConfigurationError
 from chalicelib.domain import access, models
 from chalicelib.domain.access import Caller
@@ -339,8 +340,6 @@ def _wrap(app: Any, spec: RouteSpec) -> Callable[..., Response]:
     takes_body = spec.method in ("POST", "PUT", "PATCH")
 
     def view(**_uri_params: str) -> Response:
-        from chalicelib.api.dependencies import services  # the service graph is built on first use
-
         started = time.perf_counter()
         request = app.current_request
         try:
