@@ -44,6 +44,7 @@ import psycopg2
 import psycopg2.extras
 
 from chalicelib.transport import is_loopback
+from pipeline.bulk_copy import pipe_copy
 from pipeline.settings import PIPELINE_DIR, PipelineSettings, PseudonymKey, find_sling_binary
 
 SQL_DIR = PIPELINE_DIR / "sql"
@@ -208,12 +209,71 @@ def single_flight(settings: PipelineSettings) -> Iterator[Any]:
 # --- step 1: replicate ----------------------------------------------------------------------------
 
 def replicate(settings: PipelineSettings, conn, mode: str) -> dict[str, int]:
-    """Run the Sling replication; returns rows read per landing table. Raises RefreshFailed."""
-    if mode == "full":
-        # Reload every landing table from scratch (TRUNCATE keeps the tables' triggers and indexes;
-        # Sling's own full-refresh would drop them). The analytic table is untouched until step 2.
-        with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE stg.patient, stg.medical_record, stg.prescription")
+    """Bring the landing tables up to date; returns rows read per landing table. Raises RefreshFailed.
+
+    Empty landing tables (the first run) and ``full`` mode are loaded whole by ``load_landing_tables``
+    (a binary COPY of one snapshot, several times faster than Sling's row-by-row load); otherwise the
+    Sling replication reads only what changed."""
+    if mode == "full" or landing_tables_empty(conn):
+        return load_landing_tables(settings, conn)
+    return replicate_with_sling(settings)
+
+
+def landing_tables_empty(conn) -> bool:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT " + " AND ".join(f"NOT EXISTS (SELECT 1 FROM stg.{t})" for t, _, _ in _TABLES))
+        return cur.fetchone()[0]
+
+
+def _landing_columns(cur, table: str) -> list[tuple[str, str]]:
+    """The landing table's columns that come from the source (name, type), from the catalogue: the
+    migration stays their one definition. ``change_seq`` is the landing table's own."""
+    cur.execute(
+        "SELECT quote_ident(attname), format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped AND attname <> 'change_seq' "
+        "ORDER BY attnum",
+        (f"stg.{table}",),
+    )
+    return cur.fetchall()
+
+
+def load_landing_tables(settings: PipelineSettings, conn) -> dict[str, int]:
+    """Replace the landing tables' rows with the source's, in one transaction of the analytic database,
+    from one REPEATABLE READ snapshot of the application database (the three tables agree with each
+    other). Each table: TRUNCATE, indexes dropped, binary COPY piped from the source, indexes built;
+    the landing trigger still gives every row its ``change_seq``. The analytic tables are untouched
+    until step 2. Sling's later incremental runs start from the newest ``updated_timestamp`` landed."""
+    rows: dict[str, int] = {}
+    source = None
+    try:
+        source = _connect(settings.app_db_url)
+        source.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with conn.cursor() as cur:
+            cur.execute("TRUNCATE " + ", ".join(f"stg.{t}" for t, _, _ in _TABLES))
+            for table, _key, _ in _TABLES:
+                columns = _landing_columns(cur, table)
+                names = ", ".join(name for name, _ in columns)
+                query = ", ".join(f"{name}::{kind}" for name, kind in columns)
+                with _indexes_rebuilt_after(cur, "stg", table):
+                    rows[table] = pipe_copy(
+                        source, f"SELECT {query} FROM medical_app.{table}", conn, f"stg.{table} ({names})"
+                    )
+                cur.execute(f"ANALYZE stg.{table}")
+        conn.commit()
+    except psycopg2.Error as exc:
+        conn.rollback()
+        # The primary message only: a COPY error's context line would quote the row's values.
+        reason = (exc.diag.message_primary if exc.pgcode else None) or str(exc).strip()
+        raise RefreshFailed(f"loading the landing tables failed: {_redact(reason)}") from None
+    finally:
+        if source is not None:
+            source.rollback()
+            source.close()
+    return rows
+
+
+def replicate_with_sling(settings: PipelineSettings) -> dict[str, int]:
+    """Run the Sling replication (only rows past the newest landed ``updated_timestamp``)."""
     settings.sling_home.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
