@@ -5,6 +5,12 @@ has gone away (restart, failover, idle timeout). A Lambda container serves one r
 where one process serves several at once (``chalice local`` is threaded), each thread gets its own
 connection so transactions never interleave on one session. Each unit of work runs in one transaction; BEGIN
 is sent together with the first statement to save a round trip.
+
+Nothing here relies on session state, so the same code runs unchanged behind a transaction pooler
+(PgBouncer in transaction mode, RDS Proxy), where consecutive transactions of one client may run on
+different server sessions: no startup options (PgBouncer refuses them), no session-level SET, no
+prepared statements (psycopg2 binds client-side), no session advisory locks, LISTEN or temporary
+tables. The settings every transaction needs are set for that transaction only, in its first round trip.
 """
 
 from __future__ import annotations
@@ -19,6 +25,18 @@ import psycopg2
 from chalicelib.observability import logger
 
 _CONNECTION_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+# Set with set_config(..., is_local => true): they hold for the transaction whatever the server session
+# (pooled or not) or the server's defaults say, and end with it.
+TRANSACTION_SETTINGS = {
+    # Every transaction carries an audit event, which must be on disk before the answer leaves.
+    "synchronous_commit": "on",
+    "TimeZone": "UTC",
+    "statement_timeout": "15000",
+    "idle_in_transaction_session_timeout": "30000",
+}
+BEGIN_SQL = "BEGIN; SELECT " + ", ".join(f"set_config('{name}', '{value}', true)"
+                                         for name, value in TRANSACTION_SETTINGS.items())
 
 
 class Transaction:
@@ -113,17 +131,8 @@ class Database:
         return self._connection
 
     def _connect(self):
-        return psycopg2.connect(
-            self._dsn(),
-            application_name=self._application_name,
-            connect_timeout=5,
-            options=(
-                "-c timezone=UTC -c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000 "
-                # Every transaction carries an audit event, which must be on disk before the answer
-                # leaves: durable commits whatever the server's default says.
-                "-c synchronous_commit=on"
-            ),
-        )
+        # No startup options: a pooler would refuse them or apply them to a session other clients share.
+        return psycopg2.connect(self._dsn(), application_name=self._application_name, connect_timeout=5)
 
     def close(self) -> None:
         if self._connection is not None and not self._connection.closed:
@@ -133,7 +142,7 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """Run a unit of work in one transaction; commit (durably) on success, roll back on any error."""
-        tx = Transaction(self, "BEGIN")
+        tx = Transaction(self, BEGIN_SQL)
         try:
             yield tx
             tx.commit()
