@@ -2,6 +2,7 @@
 
 Run one refresh by hand:        python -m pipeline.flow [--mode full]
 Serve it on a schedule:         python -m pipeline.flow --serve [--interval 900]
+On a work pool with a worker:   python -m pipeline.deployment --help (the way it runs on ECS)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
+from chalicelib.config import REFRESH_FLOW, REFRESH_INCREMENTAL, REFRESH_MODES
 from pipeline import refresh
 
 # Sling and database hiccups are worth a retry; the steps are idempotent.
@@ -29,8 +31,8 @@ def _as_task(name: str, function: Any, *args: Any) -> Any:
     return _TASKS[name](*args)
 
 
-@flow(name="refresh-analytics", log_prints=False)
-def refresh_analytics(mode: str = "incremental") -> dict[str, Any]:
+@flow(name=REFRESH_FLOW, log_prints=False)
+def refresh_analytics(mode: str = REFRESH_INCREMENTAL) -> dict[str, Any]:
     """Bring analytic.medical_record_denormalized and its de-identified counterpart
     analytic.medical_record_deidentified up to date with the application database."""
     logger = get_run_logger()
@@ -53,14 +55,14 @@ def refresh_analytics(mode: str = "incremental") -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.flow", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=["incremental", "full"], default="incremental")
+    parser.add_argument("--mode", choices=REFRESH_MODES, default=REFRESH_INCREMENTAL)
     parser.add_argument("--serve", action="store_true", help="serve the flow with a schedule (needs a Prefect server)")
     parser.add_argument("--interval", type=int, default=900,
                         help="schedule interval in seconds (with --serve; 0: no schedule, runs only when triggered)")
     args = parser.parse_args(argv)
     if args.serve:
         schedule = {"interval": args.interval} if args.interval > 0 else {}
-        refresh_analytics.serve(name="refresh-analytics", parameters={"mode": args.mode}, **schedule)
+        refresh_analytics.serve(name=REFRESH_FLOW, parameters={"mode": args.mode}, **schedule)
         return 0
     try:
         result = refresh_analytics(mode=args.mode)

@@ -37,12 +37,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extras
 
+from chalicelib.config import REFRESH_MODES
 from chalicelib.transport import is_loopback
 from pipeline.bulk_copy import pipe_copy
 from pipeline.settings import PIPELINE_DIR, PipelineSettings, PseudonymKey, find_sling_binary
@@ -57,7 +59,7 @@ _TABLES = (
     ("medical_record", "medical_record_id", "SELECT unnest(%s::bigint[])"),
     ("prescription", "prescription_id", None),
 )
-_INSERTED = re.compile(r'inserted (\d+) rows into "stg"\."(\w+)"')
+_INSERTED = re.compile(r'inserted (\d+) rows into "\w+"\."(\w+)"')
 
 
 class RefreshFailed(RuntimeError):
@@ -272,8 +274,9 @@ def load_landing_tables(settings: PipelineSettings, conn) -> dict[str, int]:
     return rows
 
 
-def replicate_with_sling(settings: PipelineSettings) -> dict[str, int]:
-    """Run the Sling replication (only rows past the newest landed ``updated_timestamp``)."""
+def replicate_with_sling(settings: PipelineSettings, replication: Path = REPLICATION) -> dict[str, int]:
+    """Run a Sling replication (by default the pipeline's: only rows past the newest landed
+    ``updated_timestamp``); returns rows written per target table."""
     settings.sling_home.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
@@ -283,7 +286,7 @@ def replicate_with_sling(settings: PipelineSettings) -> dict[str, int]:
         "SLING_DISABLE_TELEMETRY": "true",
     }
     completed = subprocess.run(
-        [find_sling_binary(), "run", "-r", str(REPLICATION)],
+        [find_sling_binary(), "run", "-r", str(replication)],
         env=env, capture_output=True, text=True, timeout=3600, check=False,
     )
     output = completed.stdout + completed.stderr
@@ -578,8 +581,8 @@ def run_refresh(
 ) -> RefreshResult:
     """One complete refresh. ``step(name, function, *args)`` runs each step: directly by default,
     as a Prefect task in ``flow.py``."""
-    if mode not in ("incremental", "full"):
-        raise ValueError("mode must be 'incremental' or 'full'")
+    if mode not in REFRESH_MODES:
+        raise ValueError(f"mode must be {' or '.join(repr(m) for m in REFRESH_MODES)}")
     settings = settings or PipelineSettings.from_env()
     pseudonym_key = settings.require_pseudonym_key()
     try:
