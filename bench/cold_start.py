@@ -1,27 +1,24 @@
 #!/usr/bin/env python3
-"""Cold start: wall time to ``import app`` in a fresh Python process, against a bare ``python -c pass``.
+"""Cold start: what a new Lambda container pays before it answers, from import to first answer.
 
-Each run is a new process started by this script with the interpreter running it; the time is
-measured from just before the process is spawned to its exit, so the spawn and interpreter start-up
-are in both numbers and the difference is the cost of importing the app. Runs of the variants are
-interleaved so drift affects them alike. Needs no database: DATABASE_URL points at a socket this
-script listens on, and the report says whether importing the app connected to it (it must not).
+Each run is a new process started by this script with the interpreter running it. Runs of the variants
+are interleaved so drift affects them alike.
 
-Variants (all with cwd=functions, PYTHONPATH=functions:<repo>, the app's environment):
+Import (wall time from spawn; the import variants exit with os._exit, because a Lambda container is
+never torn down between requests; a normal exit, which unloads every module, is reported beside it):
 
-* ``python -c pass``: the floor.
-* ``python -c "import app"``: with the bytecode cache (__pycache__) as a developer machine has it.
+* ``python -c pass``: the floor, and ``python -c "import app"`` with the bytecode cache present. Here
+  DATABASE_URL points at a socket this script listens on: importing the app must not connect to it.
 * a Lambda-like package: app.py, chalicelib and the dependencies that ``import app`` loads, copied
-  into one directory without any .pyc and run with ``python -S`` (no site-packages) and
-  PYTHONDONTWRITEBYTECODE=1. That is what a chalice-packaged Lambda pays: chalice unpacks
-  dependency wheels without compiling them and /var/task is read-only, so every cold start compiles
-  them again (the runtime's standard library keeps its cache, as here). The same package after
-  ``compileall`` shows what shipping .pyc files would save. Both compare against ``python -S -c pass``.
-* import + first request: a fresh process imports app, builds the chalice test client, and sends
-  one GET /v1/patients/{id} with a valid token, then a second one; phases are timed separately,
-  because lazy imports (PyJWT in the authorizer) and the first connection move cost to the first
-  request. Without --with-db the database is unreachable and the GET answers 503, so connection
-  set-up and SQL are missing from it; --with-db starts a throwaway PostgreSQL for this variant.
+  into one directory and run with ``python -S`` (no site-packages) and PYTHONDONTWRITEBYTECODE=1,
+  without .pyc and after ``compileall`` (what ``make template`` ships); against ``python -S -c pass``.
+
+A new container, phase by phase: a fresh process does what the Lambda runtime does: it imports the
+handler module, then invokes the handler with the event API Gateway sends; the API handler reads its
+database secret from the AWS emulator's Secrets Manager (ministack, started here), connects to a
+PostgreSQL that speaks TLS on this machine's non-loopback address (so sslmode=verify-full applies, with
+a CA made here), and answers GET /v1/patients/{id} twice; the authorizer reads its signing key's secret
+and checks a token twice. Each phase is timed in the child (CLOCK_MONOTONIC).
 
 Results: a markdown report on stdout and bench/results/cold_start.{json,md}.
 """
@@ -37,6 +34,7 @@ import platform
 import re
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -46,6 +44,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ROOT / "functions"
@@ -57,32 +56,67 @@ from bench.harness import run_in_scratch, write_report  # noqa: E402 - after the
 
 RESULTS_DIR = ROOT / "bench" / "results"
 TARGET_EXTRA_MS = 150.0
-BASELINES = {"import": "bare", "package_no_pyc": "bare_S", "package_pyc": "bare_S", "first_request": "bare"}
+TARGET_FIRST_REQUEST_MS = 300.0
+BASELINES = {"import": "bare", "import_teardown": "bare_teardown", "package_no_pyc": "bare_S", "package_pyc": "bare_S"}
 
-# Run in the fresh process for the first-request variant. Times are CLOCK_MONOTONIC (system-wide on
-# Linux), so the parent can relate them to the moment it spawned the process.
-FIRST_REQUEST_CHILD = r"""
+# A new Lambda container of the API handler, in a fresh process: the runtime imports the handler module,
+# then the first invocation reads the database secret, connects (TLS, verify-full) and answers; the
+# second invocation is warm. Times are CLOCK_MONOTONIC (system-wide on Linux), so the parent can relate
+# them to the moment it spawned the process. The handler is called as the Lambda runtime calls it.
+API_CONTAINER_CHILD = r"""
 import json, os, sys, time
 t_start = time.monotonic_ns()
 import app
 t_imported = time.monotonic_ns()
-deferred = {m: m in sys.modules for m in ("jwt", "psycopg2", "pydantic", "boto3", "chalice.local")}
+loaded = {m: m in sys.modules for m in ("jwt", "psycopg2", "pydantic", "boto3", "chalice.local")}
 modules = len(sys.modules)
-from chalice.test import Client
-client = Client(app.app)
-t_client = time.monotonic_ns()
-headers = {"Authorization": "Bearer " + os.environ["BENCH_TOKEN"], "Content-Type": "application/json"}
-path = os.environ["BENCH_PATH"]
-first = client.http.request("GET", path, headers=headers)
+from chalicelib import config
+from chalicelib.api.dependencies import database
+config.database_dsn()                     # the database secret (Secrets Manager), once per container
+t_secret = time.monotonic_ns()
+database().connection()                   # TCP + TLS handshake (verify-full) + SCRAM authentication
+t_connect = time.monotonic_ns()
+
+class Context:
+    aws_request_id = "bench"
+    function_name = "APIHandler"
+    def get_remaining_time_in_millis(self):
+        return 30000
+
+event = json.loads(os.environ["BENCH_EVENT"])
+first = app.app(event, Context())
 t_first = time.monotonic_ns()
-second = client.http.request("GET", path, headers=headers)
+second = app.app(event, Context())
 t_second = time.monotonic_ns()
 with open(os.environ["BENCH_OUT"], "w") as fh:
-    json.dump({
-        "t_start": t_start, "t_imported": t_imported, "t_client": t_client, "t_first": t_first,
-        "t_second": t_second, "first_status": first.status_code, "second_status": second.status_code,
-        "loaded_at_import": deferred, "modules_after_import": modules,
-    }, fh)
+    json.dump({"t_start": t_start, "t_imported": t_imported, "t_secret": t_secret, "t_connect": t_connect,
+               "t_first": t_first, "t_second": t_second, "first_status": first["statusCode"],
+               "second_status": second["statusCode"], "loaded_at_import": loaded,
+               "modules_after_import": modules}, fh)
+os._exit(0)
+"""
+
+# A new container of the authorizer: import, read the signing key's secret, verify the first token.
+AUTHORIZER_CONTAINER_CHILD = r"""
+import json, os, sys, time
+t_start = time.monotonic_ns()
+import app
+t_imported = time.monotonic_ns()
+from chalicelib import config
+config.jwt_secret()                       # the signing key's secret (Secrets Manager), once per container
+t_secret = time.monotonic_ns()
+event = {"type": "TOKEN", "authorizationToken": "Bearer " + os.environ["BENCH_TOKEN"],
+         "methodArn": "arn:aws:execute-api:us-east-1:123456789012:bench/api/GET/v1/patients/1"}
+first = app.jwt_authorizer(event, None)
+t_first = time.monotonic_ns()
+second = app.jwt_authorizer(event, None)
+t_second = time.monotonic_ns()
+allowed = lambda policy: policy["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+with open(os.environ["BENCH_OUT"], "w") as fh:
+    json.dump({"t_start": t_start, "t_imported": t_imported, "t_secret": t_secret, "t_connect": t_secret,
+               "t_first": t_first, "t_second": t_second, "first_status": 200 if allowed(first) else 401,
+               "second_status": 200 if allowed(second) else 401}, fh)
+os._exit(0)
 """
 
 
@@ -189,21 +223,79 @@ def build_package(env: dict[str, str], destination: Path, compile_bytecode: bool
 
 
 @contextlib.contextmanager
-def throwaway_database(base: Path):
-    """A migrated database with the API login and one patient: yields (api_url, patient_id)."""
+def container_world(base: Path):
+    """What a new container reaches on its first request: the emulator's Secrets Manager holding the
+    database and signing-key secrets, and a migrated PostgreSQL that speaks TLS on a non-loopback
+    address of this machine (so the functions verify it, sslmode=verify-full), with the API login and
+    one patient. Yields (environment for the children, patient id, TLS note)."""
+    import boto3
+
     from bench.api_latency import seed_patients
     from bench.harness import app_database
-    from tools.pgcluster import PostgresCluster
+    from tools import stack
+    from tools.certificates import non_loopback_address, write_tls_files
+    from tools.pgcluster import PostgresCluster, free_port
 
-    cluster = PostgresCluster(base / "pg")
+    address = non_loopback_address()
+    tls_note = (f"TLS verify-full to {address} (this machine's non-loopback address)" if address else
+                "no non-loopback address on this machine: the connection is loopback, without TLS")
+    cluster = PostgresCluster(base / "pg", host=address or "127.0.0.1")
+    tls = write_tls_files(base / "certs", (address,), cluster._os_user()) if address else None
+    if tls:
+        cluster.settings.update(tls.server_settings())
+    emulator = None
     try:
-        print("starting PostgreSQL for the first-request runs ...", file=sys.stderr)
+        print("starting PostgreSQL and the AWS emulator for the container runs ...", file=sys.stderr)
         cluster.start()
+        if address:  # initdb trusts loopback only: let clients reach the server over TLS on this address
+            with open(cluster.pgdata / "pg_hba.conf", "a") as hba:
+                hba.write(f"hostssl all all {address}/32 scram-sha-256\n")
+            postmaster = int((cluster.pgdata / "postmaster.pid").read_text().split()[0])
+            os.kill(postmaster, signal.SIGHUP)
+            time.sleep(0.5)
+            os.environ["DATABASE_CA_BUNDLE"] = str(tls.ca)  # this script's own connections verify it too
         owner_url, api_url = app_database(cluster)
         patient_id = seed_patients(owner_url, 1)[0][0]
-        yield api_url, patient_id
+        port = free_port()
+        emulator = stack.ministack(port, base / "ministack")
+        endpoint = f"http://127.0.0.1:{port}"
+        aws = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+        client = boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="test", aws_secret_access_key="test")  # noqa: S106 - the emulator's
+        parts = urlsplit(api_url)
+        database_secret = {"engine": "postgres", "host": parts.hostname, "port": parts.port, "dbname": "app",
+                           "username": unquote(parts.username or ""), "password": unquote(parts.password or "")}
+        env = {
+            **aws,
+            "DATABASE_SECRET_ARN": client.create_secret(Name="bench/database",
+                                                        SecretString=json.dumps(database_secret))["ARN"],
+            "JWT_SECRET_ARN": client.create_secret(Name="bench/jwt", SecretString=os.environ["JWT_SECRET"])["ARN"],
+            **({"DATABASE_CA_BUNDLE": str(tls.ca)} if tls else {}),
+        }
+        yield env, patient_id, tls_note
     finally:
+        if emulator is not None:
+            emulator.stop()
         cluster.stop()
+
+
+def api_event(patient_id: int, token_subject: str) -> dict[str, Any]:
+    """The API Gateway proxy event of GET /v1/patients/{id} as the authorizer has let it through."""
+    path = f"/v1/patients/{patient_id}"
+    return {
+        "resource": "/v1/patients/{patientId}", "path": path, "httpMethod": "GET",
+        "headers": {"Accept": "application/json", "Host": "bench.execute-api"},
+        "multiValueHeaders": {}, "queryStringParameters": None, "multiValueQueryStringParameters": None,
+        "pathParameters": {"patientId": str(patient_id)}, "stageVariables": None, "body": None,
+        "isBase64Encoded": False,
+        "requestContext": {
+            "resourcePath": "/v1/patients/{patientId}", "httpMethod": "GET", "path": f"/api{path}",
+            "requestId": "bench-request", "stage": "api", "identity": {"sourceIp": "127.0.0.1"},
+            "authorizer": {"principalId": token_subject, "scope": "read write admin", "patient_id": "",
+                           "exp": str(int(time.time()) + 3600)},
+        },
+    }  # fmt: skip
 
 
 def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
@@ -214,7 +306,8 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     listener.setblocking(False)
     trap_url = f"postgresql://bench:bench@127.0.0.1:{listener.getsockname()[1]}/app?connect_timeout=1"
 
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DATABASE_", "JWT_"))}
+    base_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("PYTHON", "DATABASE_", "JWT_", "AWS_"))}  # fmt: skip
     base_env.update({
         "PYTHONPATH": f"{FUNCTIONS}{os.pathsep}{ROOT}",
         "DATABASE_URL": trap_url,
@@ -231,35 +324,38 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
     os.environ["JWT_SECRET"] = jwt_secret
     from chalicelib.api import auth
 
-    token = auth.mint("bench-user", ["read"], ttl_seconds=12 * 3600, secret=jwt_secret)
+    token = auth.mint("bench-user", ["read", "write", "admin"], ttl_seconds=12 * 3600, secret=jwt_secret)
+    exit_now = "; import os; os._exit(0)"  # a container is never torn down between requests
 
     with contextlib.ExitStack() as stack:
-        if args.with_db:
-            db_url, patient_id = stack.enter_context(throwaway_database(base))
-            first_db = "a throwaway PostgreSQL (fsync on), API login, one patient: 200 expected"
-        else:
-            db_url, patient_id = f"postgresql://bench:bench@127.0.0.1:{closed_port()}/app", 1
-            first_db = "no database (connection refused): 503 expected; excludes connection set-up and SQL"
-        first_env = {
-            **base_env, "DATABASE_URL": db_url, "BENCH_TOKEN": token,
-            "BENCH_PATH": f"/v1/patients/{patient_id}", "BENCH_OUT": str(base / "first.json"),
-        }  # fmt: skip
-
+        world_env, patient_id, tls_note = stack.enter_context(container_world(base))
+        # Deployed, the functions have no DATABASE_URL / JWT_SECRET: they read the secrets.
+        container_env = {k: v for k, v in base_env.items() if k not in ("DATABASE_URL", "JWT_SECRET")}
+        container_env.update(world_env)
         variants = {
-            "bare": ([sys.executable, "-c", "pass"], base_env, FUNCTIONS),
-            "import": ([sys.executable, "-c", "import app"], base_env, FUNCTIONS),
-            "bare_S": ([sys.executable, "-S", "-c", "pass"], packaged["package_no_pyc"][1], base),
-            "package_no_pyc": ([sys.executable, "-S", "-c", "import app"], *reversed(packaged["package_no_pyc"])),
-            "package_pyc": ([sys.executable, "-S", "-c", "import app"], *reversed(packaged["package_pyc"])),
-            "first_request": ([sys.executable, "-c", FIRST_REQUEST_CHILD], first_env, FUNCTIONS),
-        }
+            "bare": ([sys.executable, "-c", "pass" + exit_now], base_env, FUNCTIONS),
+            "import": ([sys.executable, "-c", "import app" + exit_now], base_env, FUNCTIONS),
+            "bare_teardown": ([sys.executable, "-c", "pass"], base_env, FUNCTIONS),
+            "import_teardown": ([sys.executable, "-c", "import app"], base_env, FUNCTIONS),
+            "bare_S": ([sys.executable, "-S", "-c", "pass" + exit_now], packaged["package_no_pyc"][1], base),
+            "package_no_pyc": ([sys.executable, "-S", "-c", "import app" + exit_now],
+                               *reversed(packaged["package_no_pyc"])),
+            "package_pyc": ([sys.executable, "-S", "-c", "import app" + exit_now], *reversed(packaged["package_pyc"])),
+            "api_container": ([sys.executable, "-c", API_CONTAINER_CHILD], {
+                **container_env, "BENCH_EVENT": json.dumps(api_event(patient_id, "bench-user")),
+                "BENCH_OUT": str(base / "api_container.json")}, FUNCTIONS),
+            "authorizer_container": ([sys.executable, "-c", AUTHORIZER_CONTAINER_CHILD], {
+                **container_env, "BENCH_TOKEN": token, "BENCH_OUT": str(base / "authorizer_container.json")},
+                FUNCTIONS),
+        }  # fmt: skip
         print("warming up (one run of each; writes the app's bytecode cache) ...", file=sys.stderr)
         for argv, env, cwd in variants.values():
             spawn(argv, env, cwd)
 
         walls: dict[str, list[float]] = {name: [] for name in variants}
-        phases: dict[str, list[float]] = defaultdict(list)
-        statuses: set[tuple[int, int]] = set()
+        containers: dict[str, dict[str, Any]] = {
+            name: {"phases": defaultdict(list), "statuses": set()} for name in CONTAINERS
+        }
         loaded: dict[str, bool] = {}
         modules = 0
         print(f"measuring {args.runs} runs of each variant, interleaved ...", file=sys.stderr)
@@ -267,25 +363,12 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             for name, (argv, env, cwd) in variants.items():
                 wall, spawned, _code = spawn(argv, env, cwd)
                 walls[name].append(wall)
-                if name == "first_request":
-                    child = json.loads((base / "first.json").read_text())
-                    ms = 1e6
-                    phases["spawn → import app starts (interpreter start-up)"].append((child["t_start"] - spawned) / ms)
-                    phases["import app"].append((child["t_imported"] - child["t_start"]) / ms)
-                    phases["test client set-up (harness only, not in Lambda)"].append(
-                        (child["t_client"] - child["t_imported"]) / ms
-                    )
-                    phases["first GET"].append((child["t_first"] - child["t_client"]) / ms)
-                    phases["second GET (same process, warm)"].append((child["t_second"] - child["t_first"]) / ms)
-                    phases["import app + first GET"].append(
-                        (child["t_imported"] - child["t_start"] + child["t_first"] - child["t_client"]) / ms
-                    )
-                    phases["spawn → first GET answered (incl. harness set-up)"].append(
-                        (child["t_first"] - spawned) / ms
-                    )
-                    statuses.add((child["first_status"], child["second_status"]))
-                    loaded = child["loaded_at_import"]
-                    modules = child["modules_after_import"]
+                if name in CONTAINERS:
+                    child = json.loads((base / f"{name}.json").read_text())
+                    record_phases(containers[name]["phases"], spawned, child)
+                    containers[name]["statuses"].add((child["first_status"], child["second_status"]))
+                    loaded = child.get("loaded_at_import", loaded)
+                    modules = child.get("modules_after_import", modules)
 
     connected = 0
     with contextlib.suppress(BlockingIOError):
@@ -307,6 +390,14 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         }
         for name, baseline in BASELINES.items()
     }
+    container_report = {
+        name: {
+            "statuses": sorted(data["statuses"]),
+            "phases": {phase: summary(values) for phase, values in data["phases"].items()},
+        }
+        for name, data in containers.items()
+    }
+    beyond_start = container_report["api_container"]["phases"][FIRST_ANSWER]["median_ms"]
     return {
         "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "environment": {
@@ -318,22 +409,44 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         "runs": args.runs,
         "wall": stats,
         "extra_over_bare": extra,
-        "target": {
-            "text": f"import app adds {extra['import']['median_ms']:.1f} ms (median) over bare Python; "
-            f"target < {TARGET_EXTRA_MS:.0f} ms",
-            "met": extra["import"]["median_ms"] < TARGET_EXTRA_MS,
-        },
-        "first_request": {
-            "database": first_db,
-            "statuses": sorted(statuses),
-            "phases": {name: summary(values) for name, values in phases.items()},
-            "loaded_at_import": loaded,
-            "modules_after_import": modules,
-        },
+        "targets": [
+            {
+                "text": f"import app adds {extra['import']['median_ms']:.1f} ms (median) over bare Python; "
+                f"target ≤ {TARGET_EXTRA_MS:.0f} ms",
+                "met": extra["import"]["median_ms"] <= TARGET_EXTRA_MS,
+            },
+            {
+                "text": f"a new API container answers its first request {beyond_start:.1f} ms (median) after "
+                f"its interpreter started (import, secret, TLS connect, first query); target ≤ "
+                f"{TARGET_FIRST_REQUEST_MS:.0f} ms",
+                "met": beyond_start <= TARGET_FIRST_REQUEST_MS,
+            },
+        ],
+        "containers": container_report,
+        "tls": tls_note,
+        "loaded_at_import": loaded,
+        "modules_after_import": modules,
         "import_connected_to_database": connected > 0,
         "connections_during_import": connected,
         "import_self_time_by_package": packages,
     }
+
+
+CONTAINERS = ("api_container", "authorizer_container")
+FIRST_ANSWER = "interpreter started → first answer"
+
+
+def record_phases(phases: dict[str, list[float]], spawned: int, child: dict[str, int]) -> None:
+    ms = 1e6
+    phases["interpreter start-up (spawn → import begins)"].append((child["t_start"] - spawned) / ms)
+    phases["import app"].append((child["t_imported"] - child["t_start"]) / ms)
+    phases["secret fetch (Secrets Manager)"].append((child["t_secret"] - child["t_imported"]) / ms)
+    phases["database connect (TCP + TLS + auth)"].append((child["t_connect"] - child["t_secret"]) / ms)
+    phases["first invocation (first query, first use of code paths)"].append(
+        (child["t_first"] - child["t_connect"]) / ms
+    )
+    phases["second invocation (warm)"].append((child["t_second"] - child["t_first"]) / ms)
+    phases[FIRST_ANSWER].append((child["t_first"] - child["t_start"]) / ms)
 
 
 def fmt(value: float) -> str:
@@ -343,14 +456,16 @@ def fmt(value: float) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     wall, extra = report["wall"], report["extra_over_bare"]
-    first_phases = report["first_request"]["phases"]
     labels = {
-        "bare": "`python -c pass`",
-        "import": "`python -c \"import app\"` (repo + venv, bytecode cache present)",
+        "bare": "`python -c pass` (exits without teardown)",
+        "import": "`python -c \"import app\"` (repo + venv, bytecode cache present; exits without teardown)",
+        "bare_teardown": "`python -c pass` (normal exit)",
+        "import_teardown": "`python -c \"import app\"` (normal exit: also unloads the modules)",
         "bare_S": "`python -S -c pass` (no site-packages)",
-        "package_no_pyc": "`python -S -c \"import app\"` in a Lambda-like package, no .pyc (as chalice packages it)",
-        "package_pyc": "the same package after `compileall` (.pyc shipped)",
-        "first_request": "import app + test client + 2 GETs (first-request variant, whole process)",
+        "package_no_pyc": "`python -S -c \"import app\"` in a Lambda-like package, no .pyc",
+        "package_pyc": "the same package after `compileall` (.pyc shipped, as `make template` builds it)",
+        "api_container": "a new API handler container: import + secret + TLS connect + 2 invocations",
+        "authorizer_container": "a new authorizer container: import + secret + 2 token checks",
     }
     lines = [
         "# Cold start",
@@ -366,39 +481,43 @@ def render_markdown(report: dict[str, Any]) -> str:
         diff = ("–", "–") if name not in extra else (fmt(extra[name]["median_ms"]), fmt(extra[name]["p90_ms"]))
         lines.append(f"| {label} | {row['runs']} | {fmt(row['median_ms'])} | {fmt(row['p90_ms'])} | {diff[0]} | "
                      f"{diff[1]} |")  # fmt: skip
-    target = report["target"]
+    lines.append("")
+    for target in report["targets"]:
+        lines.append(f"- {'MET' if target['met'] else 'MISSED'}: {target['text']}.")
     lines += [
-        "",
-        f"- {'PASS' if target['met'] else 'MISS'}: {target['text']}.",
-        f"- Measured inside the process, `import app` takes {fmt(first_phases['import app']['median_ms'])} ms "
-        "(median); the wall-time difference above also holds interpreter shutdown (unloading the modules), "
-        "which a Lambda container does not pay per request.",
+        f"- A Lambda container is not torn down between requests, so the import is measured to the moment it "
+        f"ends; with a normal exit (module unloading) it adds {fmt(extra['import_teardown']['median_ms'])} ms.",
         f"- In a Lambda-like package without .pyc the import adds {fmt(extra['package_no_pyc']['median_ms'])} ms "
-        f"(median; {fmt(extra['package_pyc']['median_ms'])} ms with .pyc shipped): chalice unpacks dependency "
-        "wheels without compiling them and /var/task is read-only, so a deployed Lambda compiles every "
-        "module of the app and its dependencies from source on each cold start unless the package ships .pyc.",
+        f"(median; {fmt(extra['package_pyc']['median_ms'])} ms with .pyc shipped): /var/task is read-only, so "
+        "a package without bytecode compiles every module on every cold start; `make template` ships .pyc.",
         f"- Importing app {'CONNECTED' if report['import_connected_to_database'] else 'did not connect'} to the "
-        f"database ({report['connections_during_import']} connection attempts on the trap socket).",
+        f"database ({report['connections_during_import']} connection attempts on the trap socket). After the "
+        f"import: {report['modules_after_import']} modules; "
+        + ", ".join(f"{m} {'loaded' if v else 'deferred'}" for m, v in report["loaded_at_import"].items()) + ".",
+        "",
+        "## A new container, phase by phase",
+        "",
+        f"Each run is a fresh process that does what the Lambda runtime does in a new container: import the "
+        f"handler module, then invoke it (an API Gateway proxy event for `GET /v1/patients/{{id}}`, or a TOKEN "
+        f"authorizer event). Secrets come from the AWS emulator's Secrets Manager (on loopback: a real "
+        f"Secrets Manager adds a TLS round trip in the region); the database: {report['tls']}.",
+        "",
     ]
-    first = report["first_request"]
-    loaded = ", ".join(f"{m} {'loaded' if v else 'deferred'}" for m, v in first["loaded_at_import"].items())
+    containers = report["containers"]
+    names = list(containers)
+    lines += ["| phase | " + " | ".join(f"{n.replace('_', ' ')} median ms | p90 ms" for n in names) + " |",
+              "|---|" + "---:|---:|" * len(names)]
+    phases = list(containers[names[0]]["phases"])
+    for phase in phases:
+        cells = []
+        for name in names:
+            row = containers[name]["phases"].get(phase)
+            cells += [fmt(row["median_ms"]), fmt(row["p90_ms"])] if row else ["–", "–"]
+        lines.append(f"| {phase} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "## First request in a fresh process",
-        "",
-        f"Database: {first['database']}. Statuses (first, second): {first['statuses']}. "
-        f"After `import app`: {first['modules_after_import']} modules; {loaded}.",
-        "",
-        "| phase | median ms | p90 ms |",
-        "|---|---:|---:|",
-    ]
-    for name, row in first["phases"].items():
-        lines.append(f"| {name} | {fmt(row['median_ms'])} | {fmt(row['p90_ms'])} |")
-    lines += [
-        "",
-        "First GET − second GET is what the first request pays for lazy imports and first use of code paths"
-        + (", and for opening the database connection." if "throwaway" in first["database"] else
-           "; without a database, connection set-up (TCP + SCRAM authentication) is not in it (see --with-db)."),
+        "Statuses (first, second): " + "; ".join(f"{n}: {containers[n]['statuses']}" for n in names) + ". "
+        "The authorizer has no database; its connect phase is empty.",
         "",
         "## Import self time by top-level package (one `-X importtime` run, bytecode cache present)",
         "",
@@ -412,14 +531,11 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Wall time to import the app in a fresh Python process vs bare Python, and the first "
-        "request in a fresh process. Writes bench/results/cold_start.{json,md}.",
+        description="Wall time to import the app in a fresh Python process vs bare Python, and what a new "
+        "Lambda container does phase by phase (import, secret fetch, TLS connect, first request). Starts a "
+        "throwaway PostgreSQL and the AWS emulator. Writes bench/results/cold_start.{json,md}.",
     )
     parser.add_argument("--runs", type=int, default=30, help="runs per variant (default 30, minimum 20)")
-    parser.add_argument(
-        "--with-db", action="store_true",
-        help="start a throwaway PostgreSQL so the first GET is a real 200 (default: no database, the GET gets 503)",
-    )  # fmt: skip
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR, help="default bench/results")
     args = parser.parse_args(argv)
     if args.runs < 20:
@@ -434,6 +550,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     write_report(args.output_dir, "cold_start", report, render_markdown(report))
     if report["import_connected_to_database"]:
+        print("error: importing app opened a database connection", file=sys.stderr)
+        return 1
+    bad = {name: data["statuses"] for name, data in report["containers"].items()
+           if any(status != 200 for pair in data["statuses"] for status in pair)}  # fmt: skip
+    if bad:
+        print(f"error: a container answered other than 200: {bad}", file=sys.stderr)
+        return 1
+    if False:
         print("error: importing app opened a database connection", file=sys.stderr)
         return 1
     return 0

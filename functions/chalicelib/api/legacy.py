@@ -9,6 +9,7 @@ for GET and a patient id for PUT/DELETE, as in the original (likewise for the ot
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 from chalice import Response
@@ -222,7 +223,7 @@ def legacy_get_patient(request: HttpRequest) -> Response:
     headers=("Idempotency-Key",),
     errors=(400,),
     response_schema={"type": "object", "properties": {"message": {"type": "string"}, "patientID": {}}},
-    request_schema=_body_schema(models.PatientWrite),
+    request_schema=partial(_body_schema, models.PatientWrite),
     error_renderer=_renderer(PATIENT_NOT_FOUND, conflict="Patient with id_card_num already exists"),
 )
 def legacy_create_patient(request: HttpRequest) -> Response:
@@ -237,7 +238,7 @@ def legacy_create_patient(request: HttpRequest) -> Response:
     summary="Update a patient by id (original API)",
     tag="original-api",
     scope="write",
-    request_schema=_body_schema(models.PatientPatch),
+    request_schema=partial(_body_schema, models.PatientPatch),
     errors=(400, 404),
     error_renderer=_renderer(PATIENT_NOT_FOUND, conflict="Patient with id_card_num already exists"),
 )
@@ -313,7 +314,7 @@ def legacy_patient_medical_records(request: HttpRequest) -> Response:
     headers=("Idempotency-Key",),
     errors=(400, 404),
     response_schema={"type": "object", "properties": {"message": {"type": "string"}, "medicalRecordID": {}}},
-    request_schema=_body_schema(models.MedicalRecordWrite, parent="patientID"),
+    request_schema=partial(_body_schema, models.MedicalRecordWrite, parent="patientID"),
     error_renderer=_renderer(RECORD_NOT_FOUND, missing_parent=(404, PATIENT_NOT_FOUND)),
 )
 def legacy_create_medical_record(request: HttpRequest) -> Response:
@@ -353,7 +354,7 @@ def _parent_id(body: dict[str, Any], name: str) -> int:
     summary="Update a medical record by id (original API)",
     tag="original-api",
     scope="write",
-    request_schema=_body_schema(models.MedicalRecordPatch),
+    request_schema=partial(_body_schema, models.MedicalRecordPatch),
     errors=(400, 404),
     error_renderer=_renderer(RECORD_NOT_FOUND, missing_parent=(404, PATIENT_NOT_FOUND)),
 )
@@ -429,7 +430,7 @@ def legacy_record_prescriptions(request: HttpRequest) -> Response:
     headers=("Idempotency-Key",),
     errors=(400,),
     response_schema={"type": "object", "properties": {"message": {"type": "string"}, "prescriptionID": {}}},
-    request_schema=_body_schema(models.PrescriptionWrite, parent="medicalRecordID"),
+    request_schema=partial(_body_schema, models.PrescriptionWrite, parent="medicalRecordID"),
     error_renderer=_renderer(PRESCRIPTION_NOT_FOUND, missing_parent=(400, RECORD_NOT_FOUND)),
 )
 def legacy_create_prescription(request: HttpRequest) -> Response:
@@ -450,7 +451,7 @@ def legacy_create_prescription(request: HttpRequest) -> Response:
     summary="Update a prescription by id (original API)",
     tag="original-api",
     scope="write",
-    request_schema=_body_schema(models.PrescriptionPatch),
+    request_schema=partial(_body_schema, models.PrescriptionPatch),
     errors=(400, 404),
     error_renderer=_renderer(PRESCRIPTION_NOT_FOUND, missing_parent=(400, RECORD_NOT_FOUND)),
 )

@@ -8,7 +8,6 @@ from chalice import Response
 
 from chalicelib.api import legacy, problems, v1
 from chalicelib.api.dependencies import database
-from chalicelib.api.openapi import build_document
 from chalicelib.api.routing import HttpRequest, RouteTable, json_response
 from chalicelib.domain.errors import Unavailable
 
@@ -30,6 +29,9 @@ def health(_request: HttpRequest) -> Response:
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict:
+    # Imported here: only this route needs the document builder, so a cold start does not load it.
+    from chalicelib.api.openapi import build_document
+
     return build_document([v1.routes, legacy.routes, routes], title="Medical records API", version="1.0.0")
 
 

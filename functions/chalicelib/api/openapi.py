@@ -127,8 +127,8 @@ def _operation(spec: RouteSpec, specs: list[RouteSpec]) -> dict[str, Any]:
             "required": not spec.optional_body,
             "content": {"application/json": {"schema": _ref(spec.body)}},
         }
-    elif spec.request_schema is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": spec.request_schema}}}
+    elif (request_schema := spec.request_body_schema()) is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": request_schema}}}
     return operation
 
 

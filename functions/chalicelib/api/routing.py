@@ -77,13 +77,18 @@ class RouteSpec:
     headers: tuple[str, ...] = ()          # request headers the route honours (If-Match, Idempotency-Key)
     errors: tuple[int, ...] = ()
     response_schema: dict[str, Any] | None = None  # for legacy shapes not modelled as classes
-    request_schema: dict[str, Any] | None = None   # likewise, for legacy request bodies
+    # Likewise, for legacy request bodies; a function is called only when the OpenAPI document is built, so
+    # a cold start does not pay for JSON schemas it never serves.
+    request_schema: dict[str, Any] | Callable[[], dict[str, Any]] | None = None
     error_renderer: Callable[[DomainError], Response] | None = None  # default: problem+json
     path_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)  # default: a resource id
 
     @property
     def operation_id(self) -> str:
         return self.handler.__name__
+
+    def request_body_schema(self) -> dict[str, Any] | None:
+        return self.request_schema() if callable(self.request_schema) else self.request_schema
 
 
 @dataclass

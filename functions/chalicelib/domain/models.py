@@ -158,6 +158,7 @@ class ApiModel(BaseModel):
         extra="forbid",
         strict=True,
         field_title_generator=lambda name, _info: name.replace("_", " ").capitalize(),
+        defer_build=True,
     )
 
 
