@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 
-.PHONY: help venv template check-infra up down start-refresh psql-analytic test test-unit test-integration lint bench bench-api bench-access bench-local bench-pipeline run token migrate clean reset openapi refresh
+.PHONY: help venv template check-infra up down start-refresh psql-analytic test test-unit test-integration test-e2e lint bench bench-api bench-access bench-local bench-pipeline run token migrate clean reset openapi refresh
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -51,6 +51,12 @@ test: $(STAMP) $(MINISTACK_STAMP) ## lint, infrastructure checks, then the whole
 test-unit: $(STAMP) ## unit tests only (no I/O)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+test-integration: $(STAMP) ## integration tests only (a throwaway PostgreSQL, Sling, PgBouncer; no emulator)
+	$(PY) -m pytest -n 2 tests/integration tests/infrastructure $(PYTEST_ARGS)
+
+test-e2e: $(STAMP) $(MINISTACK_STAMP) ## end-to-end tests only (the stack deployed into the emulator, over HTTP)
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check .
 
@@ -74,14 +80,14 @@ bench-local: $(STAMP) ## keep-alive latency of the local server: chalice local v
 bench-pipeline: $(STAMP) ## analytics refresh on 1,000,000 prescriptions (≈ 5 min; PRESCRIPTIONS=20000 for a quick run)
 	$(PY) bench/pipeline_refresh.py --prescriptions $${PRESCRIPTIONS:-1000000}
 
-up: $(STAMP) $(MINISTACK_STAMP) ## the whole system locally, no Docker: PostgreSQL, AWS emulator, Prefect, deployed stack
-	$(PY) -m tools.cli up
+up: $(STAMP) $(MINISTACK_STAMP) ## the whole system locally, no Docker: PostgreSQL, AWS emulator, Prefect, deployed stack (POOLER=pgbouncer)
+	$(PY) -m tools.cli up $(if $(POOLER),--pooler $(POOLER))
 
 down: $(STAMP) ## stop what `make up` started (same as Ctrl-C in its terminal)
 	$(PY) -m tools.cli down
 
-run: $(STAMP) ## lighter: PostgreSQL + the API under chalice local (no emulator, no Prefect)
-	$(PY) -m tools.cli run
+run: $(STAMP) ## lighter: PostgreSQL + the API under chalice local (no emulator, no Prefect; POOLER=pgbouncer)
+	$(PY) -m tools.cli run $(if $(POOLER),--pooler $(POOLER))
 
 start-refresh: $(STAMP) ## start the refresh state machine of the stack `make up` runs and wait for it
 	$(PY) -m tools.cli start-refresh

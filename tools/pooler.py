@@ -146,6 +146,7 @@ class PgBouncer:
     # How long a client waits for a server connection (e.g. while PostgreSQL restarts) before an error.
     query_wait_timeout: int = 10
     process: subprocess.Popen | None = field(default=None, init=False)
+    name = "PgBouncer"
 
     @property
     def log_file(self) -> Path:

@@ -1,7 +1,10 @@
 """Service configuration, read once from the environment and typed.
 
 Secrets come either straight from the environment (local runs, tests) or from AWS Secrets Manager
-when an ``*_SECRET_ARN`` variable names one (deployed Lambdas); boto3 is imported only then.
+when an ``*_SECRET_ARN`` variable names one (deployed Lambdas), through Powertools Parameters (cached
+for ``SECRET_MAX_AGE_SECONDS``, so a rotated password is picked up); Powertools' parameters and boto3 are
+imported only then. Behind RDS Proxy with IAM authentication (``DATABASE_IAM_AUTH``), the password is a
+signed RDS auth token, made with boto3 and reused until shortly before it expires.
 Settings that could never work (a short signing key, half an OIDC issuer) fail here, with a message
 naming the variable, rather than as a stream of 401s later.
 """
@@ -14,8 +17,23 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+# --- Operational facts, one definition each: the deploy command, the CLI, the pipeline and the Lambda
+# tasks import them; the template's parameter defaults are checked against them (tests/infrastructure).
+STACK_NAME = "medical-records"  # the CloudFormation stack `make up` and the deploy command create
+REFRESH_FLOW = "refresh-analytics"  # the Prefect flow, served under a deployment of the same name
+REFRESH_DEPLOYMENT = f"{REFRESH_FLOW}/{REFRESH_FLOW}"  # <flow>/<deployment>, what the refresh task starts
+REFRESH_SCHEDULE = "rate(15 minutes)"  # EventBridge expression that starts the refresh state machine
+REFRESH_INCREMENTAL = "incremental"  # the refresh's two modes: only what changed ...
+REFRESH_FULL = "full"  # ... or everything, from scratch
+REFRESH_MODES = (REFRESH_INCREMENTAL, REFRESH_FULL)
+
 # HS256 keys shorter than the hash output (RFC 7518 §3.2) are refused.
 MIN_HS256_KEY_BYTES = 32
+# A cached secret is fetched again after this long (a rotated database password is picked up).
+SECRET_MAX_AGE_SECONDS = 300
+# RDS auth tokens live 15 minutes; a new one is signed this long before that.
+IAM_TOKEN_LIFETIME_SECONDS = 900
+IAM_TOKEN_RENEW_MARGIN_SECONDS = 180
 _LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 
@@ -33,8 +51,10 @@ class Settings:
     jwt_audience: str
     service_name: str
     database_ca_bundle: str | None = None  # CA that signed a non-loopback database's certificate
-    default_page_size: int = 50
-    max_page_size: int = 100
+    # RDS Proxy: connect to this host instead of the secret's, with an IAM auth token as the password.
+    database_proxy_endpoint: str | None = None
+    database_iam_auth: bool = False
+    aws_region: str | None = None
     # Tokens whose exp - iat exceeds this are refused, whoever issued them (12 h by default).
     max_token_lifetime_seconds: int = 43200
     # An OIDC issuer whose tokens (RS256/ES256) are verified with the keys its JWKS URL serves.
@@ -65,6 +85,13 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be an integer") from exc
 
 
+def _env_bool(name: str) -> bool:
+    raw = (os.environ.get(name) or "false").strip().lower()
+    if raw not in ("true", "false", "1", "0"):
+        raise ConfigurationError(f"{name} must be true or false")
+    return raw in ("true", "1")
+
+
 def _check_oidc(settings: Settings) -> None:
     names = {"OIDC_ISSUER": settings.oidc_issuer, "OIDC_AUDIENCE": settings.oidc_audience,
              "OIDC_JWKS_URL": settings.oidc_jwks_url}
@@ -90,8 +117,9 @@ def get_settings() -> Settings:
         jwt_issuer=os.environ.get("JWT_ISSUER", "medical-records"),
         jwt_audience=os.environ.get("JWT_AUDIENCE", "medical-records-api"),
         service_name=os.environ.get("POWERTOOLS_SERVICE_NAME", "medical-records"),
-        default_page_size=_env_int("DEFAULT_PAGE_SIZE", 50),
-        max_page_size=_env_int("MAX_PAGE_SIZE", 100),
+        database_proxy_endpoint=os.environ.get("DATABASE_PROXY_ENDPOINT") or None,
+        database_iam_auth=_env_bool("DATABASE_IAM_AUTH"),
+        aws_region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
         max_token_lifetime_seconds=_env_int("MAX_TOKEN_LIFETIME_SECONDS", 43200),
         oidc_issuer=os.environ.get("OIDC_ISSUER") or None,
         oidc_audience=os.environ.get("OIDC_AUDIENCE") or None,
@@ -101,25 +129,69 @@ def get_settings() -> Settings:
     if settings.max_token_lifetime_seconds <= 0:
         raise ConfigurationError("MAX_TOKEN_LIFETIME_SECONDS must be a positive number of seconds")
     _check_oidc(settings)
+    if settings.database_iam_auth and not settings.aws_region:
+        raise ConfigurationError("DATABASE_IAM_AUTH needs AWS_REGION (the region that signs the RDS auth token)")
     return settings
 
 
 def _read_secret(arn: str) -> str:
-    import boto3  # deferred: only deployed Lambdas read Secrets Manager
+    # Deferred: only deployed Lambdas read Secrets Manager (Powertools' parameters cost ≈ 0.1 s to import).
+    from aws_lambda_powertools.utilities import parameters
 
-    return boto3.client("secretsmanager").get_secret_value(SecretId=arn)["SecretString"]
+    return parameters.get_secret(arn, max_age=SECRET_MAX_AGE_SECONDS)
 
 
 @lru_cache(maxsize=1)
-def database_dsn() -> str:
-    """The application database DSN, from DATABASE_URL or an RDS-style secret; verifying the server
-    (TLS, verify-full) whenever the database is not on this machine (see transport.py)."""
+def _database_dsn() -> str:
     from chalicelib.transport import InsecureConnection, secure_dsn
 
     try:
         return secure_dsn(_configured_dsn(), get_settings().database_ca_bundle)
     except InsecureConnection as exc:
         raise ConfigurationError(str(exc)) from None
+
+
+def database_dsn() -> str:
+    """The application database DSN, from DATABASE_URL or an RDS-style secret; verifying the server
+    (TLS, verify-full) whenever the database is not on this machine (see transport.py). Behind RDS Proxy
+    with IAM authentication, the password is a current RDS auth token (this is called at every connect)."""
+    dsn = _database_dsn()
+    if not get_settings().database_iam_auth:
+        return dsn
+    from psycopg2.extensions import make_dsn, parse_dsn
+
+    params = parse_dsn(dsn)
+    return make_dsn(dsn, password=_iam_tokens.token(params["host"], int(params.get("port") or 5432), params["user"]))
+
+
+database_dsn.cache_clear = _database_dsn.cache_clear  # type: ignore[attr-defined]  # what the tests reset
+
+
+class _IamTokens:
+    """RDS auth tokens, signed locally by boto3 (no network call), reused until shortly before expiry."""
+
+    def __init__(self, clock=None) -> None:
+        import time
+
+        self._clock = clock or time.monotonic
+        self._cached: tuple[tuple[str, int, str], str, float] | None = None
+        self._client = None
+
+    def token(self, host: str, port: int, user: str) -> str:
+        key = (host, port, user)
+        now = self._clock()
+        if self._cached is not None and self._cached[0] == key and now < self._cached[2]:
+            return self._cached[1]
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("rds", region_name=get_settings().aws_region)
+        token = self._client.generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user)
+        self._cached = (key, token, now + IAM_TOKEN_LIFETIME_SECONDS - IAM_TOKEN_RENEW_MARGIN_SECONDS)
+        return token
+
+
+_iam_tokens = _IamTokens()
 
 
 def _configured_dsn() -> str:
@@ -130,12 +202,16 @@ def _configured_dsn() -> str:
         secret = json.loads(_read_secret(settings.database_secret_arn))
         from psycopg2.extensions import make_dsn
 
+        iam = settings.database_iam_auth
+        if iam and not settings.database_proxy_endpoint:
+            raise ConfigurationError("DATABASE_IAM_AUTH needs DATABASE_PROXY_ENDPOINT (the RDS Proxy endpoint)")
         return make_dsn(
-            host=secret["host"],
+            host=settings.database_proxy_endpoint or secret["host"],
             port=secret.get("port", 5432),
             dbname=secret.get("dbname", "app"),
             user=secret["username"],
-            password=secret["password"],
+            # With IAM authentication the password is a token signed at connect time (database_dsn).
+            **({} if iam else {"password": secret["password"]}),
             **({"sslmode": secret["sslmode"]} if secret.get("sslmode") else {}),
         )
     raise ConfigurationError("set DATABASE_URL or DATABASE_SECRET_ARN")

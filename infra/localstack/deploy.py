@@ -27,8 +27,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "functions"), str(ROOT)]
 
-DEFAULT_STACK = "medical-records"
-BUCKET = "medical-records-deployments"
+from chalicelib.config import REFRESH_SCHEDULE, STACK_NAME  # noqa: E402 - after the path set-up above
+
+BUCKET = f"{STACK_NAME}-deployments"
+SECRET_PREFIX = STACK_NAME
 _DONE = {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
 _FAILED = {"CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "UPDATE_ROLLBACK_COMPLETE",
            "UPDATE_ROLLBACK_FAILED", "UPDATE_FAILED", "DELETE_COMPLETE"}
@@ -146,26 +148,22 @@ def api_url(endpoint_url: str | None, outputs: dict[str, str]) -> str:
 
 def migrate_databases(args: argparse.Namespace) -> None:
     """Application migrations, then the least-privilege logins, then the analytic migrations."""
-    from chalicelib.migrations import migrate
+    from tools import provisioning
 
-    applied = migrate(args.migration_database_url)
+    applied = provisioning.migrate_application(args.migration_database_url)
     print(f"application migrations applied: {', '.join(applied) or 'none pending'}", file=sys.stderr)
     if args.create_logins:
-        from tools.cli import create_login
-
-        for url, role in ((args.database_url, "medical_api"), (args.pipeline_database_url, "medical_reader")):
-            if url:
-                parts = urlsplit(url)
-                create_login(args.migration_database_url, unquote(parts.username or ""), unquote(parts.password or ""),
-                             role)
+        # The API's login: the one in --api-login-url when the API reaches the database through a pooler.
+        provisioning.create_logins_from_urls(args.migration_database_url, (
+            (args.api_login_url or args.database_url, provisioning.API_ROLE),
+            (args.pipeline_database_url, provisioning.READER_ROLE),
+        ))
     if args.analytic_database_url:
-        from pipeline.settings import PIPELINE_DIR
-
-        applied = migrate(args.analytic_database_url, PIPELINE_DIR / "migrations", "analytic")
+        applied = provisioning.migrate_analytic(args.analytic_database_url)
         print(f"analytic migrations applied: {', '.join(applied) or 'none pending'}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m infra.localstack.deploy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"),
@@ -173,24 +171,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--localstack", action="store_true",
                         help="target LocalStack through localstack-client (LOCALSTACK_HOST, default localhost:4566)")
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
-    parser.add_argument("--stack-name", default=DEFAULT_STACK)
+    parser.add_argument("--stack-name", default=STACK_NAME)
     parser.add_argument("--database-url", default=os.environ.get("API_DATABASE_URL"),
                         help="the API login's URL, stored as the medical-records/database secret")
     parser.add_argument("--migration-database-url", default=os.environ.get("MIGRATION_DATABASE_URL"),
                         help="owner URL to apply migrations with (skipped when not given)")
     parser.add_argument("--analytic-database-url", default=os.environ.get("ANALYTIC_DATABASE_URL"),
                         help="owner URL of the analytic database, to apply the pipeline's migrations")
+    parser.add_argument("--api-login-url", default=os.environ.get("API_LOGIN_URL"),
+                        help="with --create-logins: the API login's URL on the database itself, when --database-url "
+                             "points at a pooler in front of it (default: --database-url)")
     parser.add_argument("--pipeline-database-url", default=os.environ.get("PIPELINE_DATABASE_URL"),
                         help="the pipeline's read-only login URL (created with --create-logins)")
     parser.add_argument("--create-logins", action="store_true",
                         help="create/refresh the API and pipeline logins named in their URLs (needs the owner URL)")
     parser.add_argument("--prefect-api-url", default=os.environ.get("PREFECT_API_URL", "http://127.0.0.1:4200/api"))
-    parser.add_argument("--refresh-schedule", default=os.environ.get("REFRESH_SCHEDULE", "rate(15 minutes)"))
+    parser.add_argument("--refresh-schedule", default=os.environ.get("REFRESH_SCHEDULE", REFRESH_SCHEDULE))
     parser.add_argument("--refresh-poll-seconds", default=os.environ.get("REFRESH_POLL_SECONDS", "10"))
     parser.add_argument("--skip-build", action="store_true", help="use the existing template.yaml and bundle")
     parser.add_argument("--database-ca-bundle", default=os.environ.get("DATABASE_CA_BUNDLE"),
                         help="CA bundle (a PEM file) of a database that is not on the functions' machine; its text "
                              "becomes the DatabaseCaBundle parameter")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     jwt_secret = os.environ.get("JWT_SECRET")
     if not args.database_url or not jwt_secret:
@@ -206,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         s3, cloudformation, secrets = clients(args.endpoint_url, args.region, args.localstack)
         code_key = upload(s3, ROOT / ".build" / "deployment.zip", "deployment")
         parameters = {
-            "DatabaseSecretArn": put_secret(secrets, "medical-records/database", rds_secret(args.database_url)),
-            "JwtSecretArn": put_secret(secrets, "medical-records/jwt", jwt_secret),
+            "DatabaseSecretArn": put_secret(secrets, f"{SECRET_PREFIX}/database", rds_secret(args.database_url)),
+            "JwtSecretArn": put_secret(secrets, f"{SECRET_PREFIX}/jwt", jwt_secret),
             "PrefectApiUrl": args.prefect_api_url,
             "RefreshSchedule": args.refresh_schedule,
             "RefreshPollSeconds": str(args.refresh_poll_seconds),

@@ -50,14 +50,25 @@ def test_services_wait_for_what_they_need():
 
 
 def test_the_deploy_command_accepts_what_compose_passes():
-    from infra.localstack.deploy import main
+    """The deployer's arguments parse (an unknown or malformed option exits 2), and with the environment
+    compose gives the deployer, every value the command needs is there."""
+    import pytest
 
-    command = compose()["services"]["deployer"]["command"]
+    from infra.localstack.deploy import build_parser
+
+    deployer = compose()["services"]["deployer"]
+    command = deployer["command"]
     assert command[:3] == ["python", "-m", "infra.localstack.deploy"]
-    try:
-        main([*command[3:], "--help"])
-    except SystemExit as exit_:
-        assert exit_.code == 0
+    args = build_parser().parse_args(command[3:])
+    assert args.create_logins
+    with pytest.raises(SystemExit) as refused:  # the check above can fail: a wrong option is refused
+        build_parser().parse_args([*command[3:], "--no-such-option"])
+    assert refused.value.code == 2
+    environment = deployer["environment"]
+    for needed in ("API_DATABASE_URL", "MIGRATION_DATABASE_URL", "AWS_ENDPOINT_URL"):
+        assert environment.get(needed), needed
+    assert deployer["env_file"] == ".env" and re.search(r"^JWT_SECRET=.+", (ROOT / ".env.example").read_text(),
+                                                         flags=re.MULTILINE)
 
 
 def test_the_databases_speak_tls_and_every_client_verifies_them():
