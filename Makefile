@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 
-.PHONY: help venv template check-infra up down start-refresh psql-analytic test test-unit test-integration test-e2e lint bench bench-api bench-access bench-local bench-pipeline run token migrate clean reset openapi refresh
+.PHONY: help venv template check-infra up down start-refresh psql-analytic test test-unit test-integration test-e2e lint bench bench-api bench-access bench-local bench-pipeline bench-pipeline-10m run token migrate clean reset openapi refresh
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -79,6 +79,10 @@ bench-local: $(STAMP) ## keep-alive latency of the local server: chalice local v
 
 bench-pipeline: $(STAMP) ## analytics refresh on 1,000,000 prescriptions (≈ 5 min; PRESCRIPTIONS=20000 for a quick run)
 	$(PY) bench/pipeline_refresh.py --prescriptions $${PRESCRIPTIONS:-1000000}
+
+bench-pipeline-10m: $(STAMP) ## first load + 1% refresh at 10,000,000 prescriptions next to COPY (≈ 30 min, stopped after MINUTES=90; ≈ 15 GB under /tmp)
+	timeout --signal=TERM $${MINUTES:-90}m $(PY) bench/pipeline_refresh.py --prescriptions 10000000 \
+		--scenario one-percent --report-name pipeline_refresh_10m
 
 up: $(STAMP) $(MINISTACK_STAMP) ## the whole system locally, no Docker: PostgreSQL, AWS emulator, Prefect, deployed stack (POOLER=pgbouncer)
 	$(PY) -m tools.cli up $(if $(POOLER),--pooler $(POOLER))

@@ -6,29 +6,35 @@ Starts a throwaway PostgreSQL (default settings: fsync on) with two databases, `
 ``medical_reader`` login the refresh reads with. Fills ``app`` with ``pipeline.generate`` (default
 1,000,000 prescriptions ≈ 200,000 patients × 2.5 visits × 2 prescriptions), then times, in order:
 
-Every refresh maintains both analytic tables in the same run and transaction: the identified
-``analytic.medical_record_denormalized`` and the de-identified ``analytic.medical_record_deidentified``
-(keyed HMAC-SHA256 pseudonyms computed in SQL, birth and visit years, a random PSEUDONYM_KEY per
-benchmark run), so every refresh time below includes the de-identified table.
-
-1. **initial load**: ``run_refresh("incremental")`` into an empty analytic database (Sling copies
-   every row into the landing tables, then the identified table is built and the de-identified one
-   from it).
-2. **full rebuild**: ``run_refresh("full")`` (Sling reloads the landing tables, then
+0. **the limit**, before the refreshes and again after them: a binary ``COPY (SELECT * FROM
+   medical_app.<t>) TO STDOUT (FORMAT binary)`` piped into ``COPY stg_copy.<t> FROM STDIN (FORMAT
+   binary)`` for the three tables (``pipeline.bulk_copy.pipe_copy``), into scratch tables of the
+   analytic database created like the source (same columns and types, primary key). Every figure is
+   also reported as a multiple of the mean of the two (× COPY).
+1. **first load**: ``run_refresh("incremental")`` into an empty analytic database (the landing tables
+   are loaded by one binary COPY snapshot, then the identified table is built and the de-identified
+   one from it).
+2. **full rebuild**: ``run_refresh("full")`` (bulk reload of the landing tables, then
    ``rebuild_all.sql`` and ``rebuild_deidentified.sql``), and separately the SQL rebuild alone: both
    tables rebuilt as the pipeline's full mode does it (``refresh.rebuild_identified`` and
    ``refresh.rebuild_deidentified``) on the loaded landing tables.
 3. **incremental refresh** with 0 changes, then after 0.1 %, 1 % and 10 % of the prescriptions got a
    new dose (one UPDATE as the app database's owner; the table's trigger bumps updated_timestamp
-   and version; the UPDATE is timed apart and not part of the refresh time).
-4. **the limit**: a binary ``COPY (SELECT * FROM medical_app.<t>) TO STDOUT (FORMAT binary)`` piped
-   into ``COPY stg_copy.<t> FROM STDIN (FORMAT binary)`` for the three tables, into scratch tables
-   of the analytic database created like the source (same columns and types, primary key).
-5. **the original approach**: the same binary COPY of all three tables (into emptied scratch
-   tables), then TRUNCATE + INSERT of the whole denormalized join computed from the copies (the
-   analytic view's own definition, pointed at the copies) into a scratch copy of the analytic
-   table with the same indexes. This is also what the original system's first run does (it had no
+   and version; the UPDATE is timed apart and not part of the refresh time). Sling reads the changes.
+4. **the original approach** on the same data, in the same run, as the original system ran it: Sling
+   copies the three tables whole (``full-refresh``, ``bench/pipeline_original_replication.yaml``,
+   into scratch schema ``orig``), then TRUNCATE + INSERT of the whole denormalized join (the analytic
+   views' own definition, pointed at the copies) into a copy of the analytic table with the same
+   indexes. The original's first run and every later run are this same work (it had no
    de-identified table).
+
+``--scenario one-percent`` (for large data, e.g. ``make bench-pipeline-10m``) measures only 0, 1 and
+the 1 % refresh (and 4 with ``--with-original``).
+
+Every refresh maintains both analytic tables in the same run and transaction: the identified
+``analytic.medical_record_denormalized`` and the de-identified ``analytic.medical_record_deidentified``
+(keyed HMAC-SHA256 pseudonyms computed in SQL, birth and visit years, a random PSEUDONYM_KEY per
+benchmark run), so every refresh time below includes the de-identified table.
 
 Every refresh is timed from the call to its return (wall), and split into its steps (Sling,
 apply-changes, check) through ``run_refresh``'s ``step`` hook; the RefreshResult's counts are
@@ -49,7 +55,8 @@ does not count them as changes.
 Results: a markdown report on stdout and bench/results/pipeline_refresh.{md,json}. Exit status 0
 even when a target is missed; non-zero when a refresh fails or the analytic table does not match
 its source afterwards.
-Usage: python bench/pipeline_refresh.py [--prescriptions N] [--seed N] [--fsync-off]
+Usage: python bench/pipeline_refresh.py [--prescriptions N] [--scenario all|one-percent] [--with-original]
+       [--seed N] [--fsync-off] [--report-name NAME]
 """
 
 from __future__ import annotations
