@@ -369,6 +369,8 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                     containers[name]["statuses"].add((child["first_status"], child["second_status"]))
                     loaded = child.get("loaded_at_import", loaded)
                     modules = child.get("modules_after_import", modules)
+        emulator = (emulator_cold_starts(world_env, api_event(patient_id, "bench-user"), args.emulator_runs)
+                    if args.emulator_runs else None)
 
     connected = 0
     with contextlib.suppress(BlockingIOError):
@@ -415,6 +417,12 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
                 f"target ≤ {TARGET_EXTRA_MS:.0f} ms",
                 "met": extra["import"]["median_ms"] <= TARGET_EXTRA_MS,
             },
+            *([{
+                "text": f"in the AWS emulator, a new API handler's first invocation takes "
+                f"{emulator['api_beyond_worker_start_ms']:.1f} ms (median) longer than a do-nothing function's; "
+                f"target ≤ {TARGET_FIRST_REQUEST_MS:.0f} ms",
+                "met": emulator["api_beyond_worker_start_ms"] <= TARGET_FIRST_REQUEST_MS,
+            }] if emulator else []),
             {
                 "text": f"a new API container answers its first request {beyond_start:.1f} ms (median) after "
                 f"its interpreter started (import, secret, TLS connect, first query); target ≤ "
@@ -423,6 +431,7 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
             },
         ],
         "containers": container_report,
+        "emulator": emulator,
         "tls": tls_note,
         "loaded_at_import": loaded,
         "modules_after_import": modules,
@@ -430,6 +439,59 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         "connections_during_import": connected,
         "import_self_time_by_package": packages,
     }
+
+
+NOOP_HANDLER = "def handler(event, context):\n    return {'statusCode': 200, 'body': ''}\n"
+
+
+def emulator_cold_starts(world_env: dict[str, str], event: dict[str, Any], runs: int) -> dict[str, Any]:
+    """First and second invocation of a new function in the AWS emulator: a do-nothing handler (the
+    emulator's own worker start) against the API handler from the deployment package. Each run creates
+    both functions afresh, so each first invocation starts a new worker."""
+    import io
+    import zipfile
+
+    import boto3
+
+    package = ROOT / ".build" / "deployment.zip"
+    if not package.exists():
+        print("building the deployment package (infra/build_template.py) ...", file=sys.stderr)
+        subprocess.run([sys.executable, str(ROOT / "infra" / "build_template.py")], check=True, timeout=900)
+    noop = io.BytesIO()
+    with zipfile.ZipFile(noop, "w") as archive:
+        archive.writestr("handler.py", NOOP_HANDLER)
+    codes = {"noop": (noop.getvalue(), "handler.handler"), "api": (package.read_bytes(), "app.app")}
+    client = boto3.client("lambda", endpoint_url=world_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")  # noqa: S106 - the emulator's
+    variables = {k: v for k, v in world_env.items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL"}
+    variables["POWERTOOLS_SERVICE_NAME"] = "medical-records"
+    timings: dict[str, dict[str, list[float]]] = {k: {"first": [], "second": []} for k in codes}
+    statuses: set[int] = set()
+    print(f"emulator: {runs} cold starts of a do-nothing function and of the API handler ...", file=sys.stderr)
+    for run in range(runs):
+        for kind, (code, handler) in codes.items():
+            name = f"bench-{kind}-{run}"
+            client.create_function(
+                FunctionName=name, Runtime="python3.11", Handler=handler, Code={"ZipFile": code},
+                Role="arn:aws:iam::000000000000:role/bench", Timeout=30, MemorySize=1024,
+                Environment={"Variables": variables},
+            )  # fmt: skip
+            client.get_waiter("function_active_v2").wait(FunctionName=name)
+            try:
+                for attempt in ("first", "second"):
+                    started = time.perf_counter()
+                    answer = client.invoke(FunctionName=name, Payload=json.dumps(event).encode())
+                    timings[kind][attempt].append((time.perf_counter() - started) * 1000)
+                    payload = json.loads(answer["Payload"].read() or b"{}")
+                    if answer.get("FunctionError") or payload.get("statusCode") != 200:
+                        raise RuntimeError(f"{kind} function answered {answer.get('FunctionError')} {payload}")
+                    statuses.add(payload["statusCode"])
+            finally:
+                client.delete_function(FunctionName=name)
+    report = {kind: {attempt: summary(values) for attempt, values in rows.items()} for kind, rows in timings.items()}
+    report["api_beyond_worker_start_ms"] = (report["api"]["first"]["median_ms"]
+                                            - report["noop"]["first"]["median_ms"])
+    return report
 
 
 CONTAINERS = ("api_container", "authorizer_container")
@@ -519,6 +581,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Statuses (first, second): " + "; ".join(f"{n}: {containers[n]['statuses']}" for n in names) + ". "
         "The authorizer has no database; its connect phase is empty.",
         "",
+        *emulator_markdown(report.get("emulator")),
         "## Import self time by top-level package (one `-X importtime` run, bytecode cache present)",
         "",
         "| package | self ms | share |",
@@ -529,6 +592,28 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def emulator_markdown(emulator: dict[str, Any] | None) -> list[str]:
+    if not emulator:
+        return []
+    lines = [
+        "## A new function in the AWS emulator (ministack)",
+        "",
+        "Lambda Invoke round trips through the emulator, each on a function created just before (a new worker "
+        "process). The do-nothing function is the emulator's own worker start; its bootstrap also imports "
+        "botocore, which the API handler then finds loaded (a real Lambda runtime does not pre-load it).",
+        "",
+        "| function | first invocation median ms | p90 ms | second invocation median ms |",
+        "|---|---:|---:|---:|",
+    ]
+    for kind, label in (("noop", "do-nothing handler"), ("api", "API handler, GET /v1/patients/{id}")):
+        row = emulator[kind]
+        lines.append(f"| {label} | {fmt(row['first']['median_ms'])} | {fmt(row['first']['p90_ms'])} | "
+                     f"{fmt(row['second']['median_ms'])} |")
+    lines += ["", f"The API handler's first answer comes {fmt(emulator['api_beyond_worker_start_ms'])} ms after "
+              "the do-nothing function's.", ""]
+    return lines
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Wall time to import the app in a fresh Python process vs bare Python, and what a new "
@@ -536,6 +621,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "throwaway PostgreSQL and the AWS emulator. Writes bench/results/cold_start.{json,md}.",
     )
     parser.add_argument("--runs", type=int, default=30, help="runs per variant (default 30, minimum 20)")
+    parser.add_argument("--emulator-runs", type=int, default=5,
+                        help="cold starts of a new function in the AWS emulator (default 5; 0 to skip)")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR, help="default bench/results")
     args = parser.parse_args(argv)
     if args.runs < 20:
