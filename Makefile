@@ -84,6 +84,13 @@ bench-pipeline-10m: $(STAMP) ## first load + 1% refresh at 10,000,000 prescripti
 	timeout --signal=TERM $${MINUTES:-90}m $(PY) bench/pipeline_refresh.py --prescriptions 10000000 \
 		--scenario one-percent --report-name pipeline_refresh_10m
 
+.PHONY: bench-load bench-soak
+bench-load: $(STAMP) $(MINISTACK_STAMP) ## load test, 1→64 clinicians, make run and make up, with and without PgBouncer (≈ 20 min; TARGETS=run STEP_SECONDS=5 to try)
+	$(PY) bench/load_test.py steps --targets $${TARGETS:-run,run+pooler,up,up+pooler} --step-seconds $${STEP_SECONDS:-20}
+
+bench-soak: $(STAMP) $(MINISTACK_STAMP) ## soak: 10 min at a steady 20 req/s against make up (DURATION=60 to try; TARGET=run, RATE=...)
+	$(PY) bench/load_test.py soak --target $${TARGET:-up} --duration $${DURATION:-600} --rate $${RATE:-20}
+
 up: $(STAMP) $(MINISTACK_STAMP) ## the whole system locally, no Docker: PostgreSQL, AWS emulator, Prefect, deployed stack (POOLER=pgbouncer)
 	$(PY) -m tools.cli up $(if $(POOLER),--pooler $(POOLER))
 
