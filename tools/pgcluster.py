@@ -356,6 +356,10 @@ class PostgresCluster:
 
         if user is not None:
             env["HOME"] = str(self.data_dir)
+            # Another process may have closed a parent directory again since start (pytest resets its
+            # temporary root to 0700): without this, `pg_ctl status` would call a running server stopped.
+            if self.data_dir.exists():
+                _ensure_traversable(self.data_dir)
         # Output goes to a file, not a pipe: pg_ctl's server child could otherwise keep a pipe open.
         with tempfile.TemporaryFile("w+") as out:
             try:

@@ -228,7 +228,7 @@ class PgBouncer:
         if self.process is None or self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGINT)  # SIGINT: PgBouncer's immediate shutdown
+            os.killpg(self.process.pid, signal.SIGTERM)  # SIGTERM: PgBouncer 1.18 shuts down at once
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

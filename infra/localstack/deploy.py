@@ -104,7 +104,7 @@ def deployable_template(code_key: str) -> str:
             props["CodeUri"] = f"s3://{BUCKET}/{code_key}"
         if resource["Type"] == "AWS::Serverless::StateMachine" and "DefinitionUri" in props:
             props["Definition"] = json.loads((ROOT / props.pop("DefinitionUri")).read_text())
-    return json.dumps(template)
+    return json.dumps(template, separators=(",", ":"))
 
 
 def wait(cloudformation, stack: str, timeout: float = 600) -> dict:
@@ -121,7 +121,23 @@ def wait(cloudformation, stack: str, timeout: float = 600) -> dict:
     raise DeployError(f"stack {stack} did not finish within {timeout:.0f}s")
 
 
-def deploy_stack(cloudformation, stack: str, body: str, parameters: dict[str, str]) -> dict:
+# CloudFormation takes at most this much as TemplateBody; a larger template goes through S3 (TemplateURL).
+MAX_TEMPLATE_BODY = 51_200
+
+
+def template_source(s3, body: str, endpoint_url: str | None, region: str) -> dict[str, str]:
+    """``TemplateBody`` when it fits, else the template uploaded next to the bundle as ``TemplateURL``."""
+    if len(body.encode()) <= MAX_TEMPLATE_BODY:
+        return {"TemplateBody": body}
+    key = f"template-{hashlib.sha256(body.encode()).hexdigest()[:16]}.json"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=body.encode())
+    if endpoint_url:
+        return {"TemplateURL": f"{endpoint_url.rstrip('/')}/{BUCKET}/{key}"}
+    return {"TemplateURL": f"https://{BUCKET}.s3.{region}.amazonaws.com/{key}"}
+
+
+def deploy_stack(cloudformation, stack: str, template: dict[str, str], parameters: dict[str, str]) -> dict:
+    """Create the stack or update it in place; ``template`` is TemplateBody or TemplateURL (template_source)."""
     params = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
     caps = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
     try:
@@ -131,12 +147,12 @@ def deploy_stack(cloudformation, stack: str, body: str, parameters: dict[str, st
         exists = False
     if exists:
         try:
-            cloudformation.update_stack(StackName=stack, TemplateBody=body, Parameters=params, Capabilities=caps)
+            cloudformation.update_stack(StackName=stack, **template, Parameters=params, Capabilities=caps)
         except cloudformation.exceptions.ClientError as exc:
             if "No updates" not in str(exc):
                 raise
     else:
-        cloudformation.create_stack(StackName=stack, TemplateBody=body, Parameters=params, Capabilities=caps)
+        cloudformation.create_stack(StackName=stack, **template, Parameters=params, Capabilities=caps)
     return wait(cloudformation, stack)
 
 
@@ -220,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.database_ca_bundle:
             parameters["DatabaseCaBundle"] = Path(args.database_ca_bundle).read_text(encoding="ascii")
-        stack = deploy_stack(cloudformation, args.stack_name, deployable_template(code_key), parameters)
+        template = template_source(s3, deployable_template(code_key), args.endpoint_url, args.region)
+        stack = deploy_stack(cloudformation, args.stack_name, template, parameters)
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         if args.migration_database_url:
             migrate_databases(args)
