@@ -2,7 +2,7 @@
 
 from chalice import AuthResponse, Chalice
 
-from chalicelib import config
+from chalicelib import config, observability
 from chalicelib.api import auth, routing
 from chalicelib.api.meta import ALL_ROUTES
 from chalicelib.observability import logger
@@ -14,6 +14,10 @@ app = Chalice(app_name="medical-records", configure_logs=False)
 
 # A start with configuration that could never verify a token (say, a short JWT_SECRET) fails here.
 auth.check_configuration()
+
+# X-Ray: a subsegment per invocation, only where the template's Tracing parameter turned tracing on.
+if observability.tracing_enabled():
+    app.register_middleware(observability.trace_invocation, "all")
 
 
 @app.authorizer(ttl_seconds=300)

@@ -167,7 +167,11 @@ def test_each_policy_grants_only_what_its_function_uses(template, function):
     else:
         assert network == []
 
-    assert len(statements) == len(logs) + len(secrets) + len(network), "a statement nobody asked for"
+    # X-Ray, only when the Tracing parameter is on (tests/infrastructure/test_template_observability.py)
+    traces = [(c, s) for c, s in statements if any(a.startswith("xray:") for a in _actions(s))]
+    assert [c for c, _ in traces] == ["TracingOn"]
+
+    assert len(statements) == len(logs) + len(secrets) + len(network) + len(traces), "a statement nobody asked for"
 
 
 def test_secret_parameters_accept_one_exact_arn(template):

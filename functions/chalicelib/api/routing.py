@@ -20,10 +20,12 @@ from urllib.parse import unquote
 from chalice import Response
 from pydantic import ValidationError
 
+from chalicelib import metrics
 from chalicelib.api import problems
 from chalicelib.api.dependencies import services
 from chalicelib.config import ConfigurationError
 from chalicelib.domain import access, models
+from chalicelib.domain import services as domain_services
 from chalicelib.domain.access import Caller
 from chalicelib.domain.errors import (
     DomainError,
@@ -36,6 +38,10 @@ from chalicelib.domain.errors import (
 from chalicelib.domain.services import PageRequest
 from chalicelib.domain.validation import field_errors
 from chalicelib.observability import logger
+
+# Audit events committed during a request count towards its metrics (see chalicelib/metrics.py).
+if metrics.audit_event_committed not in domain_services.audit_observers:
+    domain_services.audit_observers.append(metrics.audit_event_committed)
 
 JSON = "application/json"
 MAX_ID = 2**63 - 1
@@ -345,11 +351,12 @@ def _wrap(app: Any, spec: RouteSpec) -> Callable[..., Response]:
     takes_body = spec.method in ("POST", "PUT", "PATCH")
 
     def view(**_uri_params: str) -> Response:
-        started = time.perf_counter()
+        tally = metrics.request_started()
         request = app.current_request
         try:
             caller, scopes = _caller(app, protected)
         except _Unauthenticated:
+            metrics.request_finished(tally, route_name, 401)
             logger.info("request", extra={"route": route_name, "status": 401, "reason": "token expired"})
             return _unauthorized()
         try:
@@ -378,6 +385,7 @@ def _wrap(app: Any, spec: RouteSpec) -> Callable[..., Response]:
             response.headers.update(_PRIVATE_HEADERS)
             if caller.break_glass_used:
                 response.headers["Break-Glass-Used"] = "true"
+        duration_ms = metrics.request_finished(tally, route_name, response.status_code)
         logger.info(
             "request",
             extra={
@@ -387,7 +395,7 @@ def _wrap(app: Any, spec: RouteSpec) -> Callable[..., Response]:
                 "actor": caller.subject,
                 "actor_kind": caller.kind.value,
                 "break_glass": caller.break_glass_used,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "duration_ms": duration_ms,
             },
         )
         return response

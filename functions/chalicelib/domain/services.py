@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -77,6 +77,15 @@ class _AuditNote:
 
 _AUDITED_FAILURES = (NotFound, Gone, PreconditionFailed, Conflict, IdempotencyKeyReused, Forbidden)
 
+# Told of every audit event once its COMMIT has succeeded, with its outcome and whether it was a
+# break-the-glass access (the API counts them in its metrics). An observer must not raise.
+audit_observers: list[Callable[[str, bool], None]] = []
+
+
+def _audit_committed(outcome: str, note: _AuditNote) -> None:
+    for observe in audit_observers:
+        observe(outcome, note.break_glass)
+
 
 class _UnitOfWork:
     def __init__(self, db: Database) -> None:
@@ -95,7 +104,9 @@ class _UnitOfWork:
             note.reason = access.denial_reason(exc) or note.reason
             with self._db.transaction() as tx:
                 self._record(tx, caller, note, exc.audit_outcome)
+            _audit_committed(exc.audit_outcome, note)
             raise
+        _audit_committed("success", note)
 
     @staticmethod
     def _record(tx: Transaction, caller: Caller, note: _AuditNote, outcome: str) -> None:

@@ -1,6 +1,7 @@
 """A minimal client for the Prefect REST API (stdlib only: it runs inside the API's Lambda bundle).
 
-Only what the state machine needs: start a run of a deployment, read a run's state.
+Only what the state machine needs: start a run of a deployment, read a run's state, and, once it has
+ended, what its metrics need (its times, its summary artifact, the deployment's last completed run).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class PrefectApi:
             raise PrefectUnavailable("PREFECT_API_URL is not set")
         return cls(url.rstrip("/"), os.environ.get("PREFECT_API_KEY") or None)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         # Imported here: the API handler shares this bundle and should not pay for HTTP client modules.
         import urllib.error
         import urllib.request
@@ -56,10 +57,33 @@ class PrefectApi:
         run = self._call("POST", f"/deployments/{deployment_id}/create_flow_run", {"parameters": parameters})
         return str(run["id"])
 
-    def flow_run_state(self, flow_run_id: str) -> tuple[str, str]:
-        """(state type, message): SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CRASHED, CANCELLED, ..."""
+    def flow_run(self, flow_run_id: str) -> dict[str, Any]:
+        """The flow run as Prefect describes it (state, start_time, end_time, deployment_id, ...)."""
         from urllib.parse import quote
 
-        run = self._call("GET", f"/flow_runs/{quote(flow_run_id)}")
-        state = run.get("state") or {}
+        return self._call("GET", f"/flow_runs/{quote(flow_run_id)}")
+
+    def flow_run_state(self, flow_run_id: str) -> tuple[str, str]:
+        """(state type, message): SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CRASHED, CANCELLED, ..."""
+        state = self.flow_run(flow_run_id).get("state") or {}
         return str(state.get("type") or "PENDING"), str(state.get("message") or "")
+
+    def latest_completed_run(self, deployment_id: str) -> dict[str, Any] | None:
+        """The deployment's flow run that completed last, if any."""
+        runs = self._call("POST", "/flow_runs/filter", {
+            "flow_runs": {"deployment_id": {"any_": [deployment_id]}, "state": {"type": {"any_": ["COMPLETED"]}}},
+            "sort": "END_TIME_DESC",
+            "limit": 1,
+        })
+        return runs[0] if isinstance(runs, list) and runs else None
+
+    def artifact_data(self, flow_run_id: str, key: str) -> str | None:
+        """The content of the flow run's artifact named ``key`` (the newest, if several)."""
+        artifacts = self._call("POST", "/artifacts/filter", {
+            "artifacts": {"flow_run_id": {"any_": [flow_run_id]}, "key": {"any_": [key]}},
+            "sort": "CREATED_DESC",
+            "limit": 1,
+        })
+        if isinstance(artifacts, list) and artifacts and isinstance(artifacts[0].get("data"), str):
+            return artifacts[0]["data"]
+        return None
