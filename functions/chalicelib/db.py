@@ -42,10 +42,11 @@ BEGIN_SQL = "BEGIN; SELECT " + ", ".join(f"set_config('{name}', '{value}', true)
 class Transaction:
     """A thin cursor wrapper; repositories only ever see this."""
 
-    def __init__(self, database: Database, begin_sql: str) -> None:
+    def __init__(self, database: Database, begin_sql: str, actor: str | None = None) -> None:
         self._database = database
         self._cursor = None
         self._pending_begin: str | None = begin_sql
+        self._actor = actor
         self._at_commit: list[str] = []
 
     @property
@@ -69,17 +70,25 @@ class Transaction:
         if self._pending_begin is None:
             self._cursor.execute(sql, params)
             return
-        statement = f"{self._pending_begin}; {sql}"
-        self._pending_begin = None  # from here on a failure must roll back
+        begin, self._pending_begin = self._pending_begin, None  # from here on a failure must roll back
         try:
             self._cursor = self._database.connection().cursor()
-            self._cursor.execute(statement, params)
+            self._cursor.execute(self._with_begin(begin, sql, params), params)
         except _CONNECTION_LOST:
             # The server went away since the last invocation. Nothing of this transaction
             # reached it, so reconnecting and sending the first statement again is safe.
             self._database.close()
             self._cursor = self._database.connection().cursor()
-            self._cursor.execute(statement, params)
+            self._cursor.execute(self._with_begin(begin, sql, params), params)
+
+    def _with_begin(self, begin: str, sql: str, params: Sequence[Any] | dict | None) -> str:
+        """BEGIN, the transaction's settings and the first statement, in one round trip. The actor (who
+        the version history records for each change) is bound here, as a literal."""
+        if self._actor is not None:
+            actor = self._cursor.mogrify(", set_config('medrec.actor', %s, true)", (self._actor,)).decode()
+            # With parameters to bind, psycopg2 reads % as a placeholder: a literal one is written %%.
+            begin += actor.replace("%", "%%") if params is not None else actor
+        return f"{begin}; {sql}"
 
     def fetchone(self, sql: str, params: Sequence[Any] | dict | None = None) -> tuple | None:
         self.execute(sql, params)
@@ -140,9 +149,10 @@ class Database:
         self._connection = None
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """Run a unit of work in one transaction; commit (durably) on success, roll back on any error."""
-        tx = Transaction(self, BEGIN_SQL)
+    def transaction(self, actor: str | None = None) -> Iterator[Transaction]:
+        """Run a unit of work in one transaction; commit (durably) on success, roll back on any error.
+        ``actor``: who the transaction acts for, recorded with every version it writes (migration 0006)."""
+        tx = Transaction(self, BEGIN_SQL, actor)
         try:
             yield tx
             tx.commit()

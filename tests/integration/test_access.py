@@ -97,6 +97,8 @@ def request_for(spec: Any, chart: Chart, member: str) -> tuple[str, Any]:
             return str(getattr(chart, _LEGACY_KEY[(spec.path, spec.method)]))
         if name == "memberSub":
             return member
+        if name == "version":
+            return "1"
         return str(getattr(chart, _V1_PARAM[name]))
 
     path = re.sub(r"{(\w+)}", lambda m: value(m.group(1)), spec.path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from chalice import Response
@@ -471,3 +472,39 @@ def patch_prescription(request: HttpRequest) -> Response:
 )
 def delete_prescription(request: HttpRequest) -> Response:
     return _delete(request, services().prescriptions, request.path_id("prescriptionId"))
+
+
+# --- history: every kept version of a patient, visit or prescription -----------------------------
+
+
+def _history_routes(
+    tag: str, path: str, param: str, noun: str, service: Callable[[], ResourceService],
+    page_model: type[models.Page], version_model: type[models.ApiModel],
+) -> None:
+    """``GET {path}/history`` and ``GET {path}/history/{version}`` for one resource type."""
+    name = noun.replace(" ", "_")
+
+    def history(request: HttpRequest) -> Response:
+        return _page(service().history(request.caller, request.path_id(param), request.page()), page_model)
+
+    def version(request: HttpRequest) -> Response:
+        found = service().version(request.caller, request.path_id(param), request.path_id("version"))
+        return json_response(found)
+
+    history.__name__, version.__name__ = f"get_{name}_history", f"get_{name}_version"
+    routes.route(
+        "GET", f"{path}/history", summary=f"Every kept version of a {noun}, oldest first", tag=tag, scope="read",
+        response=page_model, query=PAGE_QUERY, errors=(400, 404),
+    )(history)  # fmt: skip
+    routes.route(
+        "GET", f"{path}/history/{{version}}", summary=f"One kept version of a {noun}", tag=tag, scope="read",
+        response=version_model, errors=(404,),
+    )(version)  # fmt: skip
+
+
+_history_routes("patients", "/v1/patients/{patientId}", "patientId", "patient", lambda: services().patients,
+                models.PatientVersionPage, models.PatientVersion)
+_history_routes("medical-records", "/v1/medical-records/{medicalRecordId}", "medicalRecordId", "medical record",
+                lambda: services().medical_records, models.MedicalRecordVersionPage, models.MedicalRecordVersion)
+_history_routes("prescriptions", "/v1/prescriptions/{prescriptionId}", "prescriptionId", "prescription",
+                lambda: services().prescriptions, models.PrescriptionVersionPage, models.PrescriptionVersion)

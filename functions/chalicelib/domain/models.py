@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import re
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -276,6 +276,34 @@ class PatientSummary(ApiModel):
     )
 
 
+# --- history ---------------------------------------------------------------------------------------
+
+ChangeKind = Literal["create", "update", "delete", "restore"]
+
+
+def version_model(resource: type[ApiModel]) -> type[ApiModel]:
+    """One kept version of ``resource``: who changed what, when, and the resource as it then was."""
+    name = resource.__name__
+    return create_model(
+        f"{name}Version",
+        __base__=ApiModel,
+        __doc__=f"One kept version of a {name}.",
+        version=(int, Field(description="1 for the create, then one more for every change")),
+        recorded_at=(datetime, Field(description="when the change was made")),
+        actor=(str, Field(description="the token subject that made the change; database:<login> for SQL")),
+        change=(ChangeKind, Field(description="what the change was")),
+        changed_fields=(list[str], Field(description="the fields this version changed (every field set, "
+                                                     "for a create); a delete or restore lists none")),
+        deleted=(bool, Field(description="whether the resource was deleted at this version")),
+        resource=(resource, Field(description=f"the {name} as it was at this version")),
+    )
+
+
+PatientVersion = version_model(Patient)
+MedicalRecordVersion = version_model(MedicalRecord)
+PrescriptionVersion = version_model(Prescription)
+
+
 class AuditEvent(ApiModel):
     """One access decision on patient data (where it came from is kept in the trail, not served here)."""
 
@@ -337,3 +365,6 @@ MedicalRecordPage = page_model(MedicalRecord)
 PrescriptionPage = page_model(Prescription)
 AuditEventPage = page_model(AuditEvent)
 CareTeamMemberPage = page_model(CareTeamMember)
+PatientVersionPage = page_model(PatientVersion)
+MedicalRecordVersionPage = page_model(MedicalRecordVersion)
+PrescriptionVersionPage = page_model(PrescriptionVersion)

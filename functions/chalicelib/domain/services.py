@@ -18,6 +18,7 @@ from datetime import UTC
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
 from chalicelib.db import Database, Transaction
 from chalicelib.domain import access, models
@@ -36,6 +37,7 @@ from chalicelib.domain.errors import (
 )
 from chalicelib.domain.validation import field_errors
 from chalicelib.repositories import audit, care_team, idempotency
+from chalicelib.repositories.history import HistoryRepository, StoredVersion
 from chalicelib.repositories.resources import (
     ResourceRepository,
     StoredRow,
@@ -97,12 +99,12 @@ class _UnitOfWork:
     ) -> Iterator[tuple[Transaction, _AuditNote]]:
         note = _AuditNote(action, resource_type, resource_id)
         try:
-            with self._db.transaction() as tx:
+            with self._db.transaction(actor=caller.subject) as tx:
                 yield tx, note
                 self._record(tx, caller, note, "success")
         except _AUDITED_FAILURES as exc:
             note.reason = access.denial_reason(exc) or note.reason
-            with self._db.transaction() as tx:
+            with self._db.transaction(actor=caller.subject) as tx:
                 self._record(tx, caller, note, exc.audit_outcome)
             _audit_committed(exc.audit_outcome, note)
             raise
@@ -171,6 +173,7 @@ class ResourceService:
         repository: ResourceRepository,
         write_model: type[models.ApiModel],
         output_model: type[models.ApiModel],
+        version_model: type[models.ApiModel],
         parent: ResourceService | None = None,
     ) -> None:
         self._unit = _UnitOfWork(db)
@@ -179,6 +182,8 @@ class ResourceService:
         self.resource = repository.table.resource
         self._write_model = write_model
         self._output_model = output_model
+        self._version_model = version_model
+        self.history_repository = HistoryRepository(repository.table)
         self.parent = parent
 
     def to_model(self, row: StoredRow) -> Any:
@@ -198,6 +203,30 @@ class ResourceService:
         with self._unit(caller, "read", self.resource, key) as (tx, note):
             row = self._get_checked(tx, caller, note, key, write=False)
             return self.to_model(_live(row, self.resource, key))
+
+    def history(self, caller: Caller, key: int, page: PageRequest) -> Page:
+        """The kept versions, oldest first; readable once deleted too (the history outlives the row)."""
+        with self._unit(caller, "read_history", self.resource, key) as (tx, note):
+            self._get_checked(tx, caller, note, key, write=False)
+            versions = self.history_repository.list(tx, key, after=page.after, limit=page.limit + 1)
+            has_more = len(versions) > page.limit
+            versions = versions[: page.limit]
+            return Page([self._version(v) for v in versions], versions[-1].version if has_more else None)
+
+    def version(self, caller: Caller, key: int, version: int) -> Any:
+        with self._unit(caller, "read_history", self.resource, key) as (tx, note):
+            self._get_checked(tx, caller, note, key, write=False)
+            found = self.history_repository.get(tx, key, version)
+            if found is None:
+                raise NotFound(f"{self.resource} {key} has no version {version}")
+            return self._version(found)
+
+    def _version(self, stored: StoredVersion) -> Any:
+        return self._version_model.model_construct(
+            version=stored.version, recorded_at=stored.recorded_at, actor=stored.actor, change=stored.change,
+            changed_fields=[to_camel(f) for f in stored.changed_fields], deleted=stored.deleted,
+            resource=self._output_model.model_construct(**stored.values),
+        )
 
     def list(
         self,
@@ -485,12 +514,14 @@ class Services:
 
 
 def build_services(db: Database) -> Services:
-    patient_service = PatientService(db, patients, models.PatientWrite, models.Patient)
+    patient_service = PatientService(db, patients, models.PatientWrite, models.Patient, models.PatientVersion)
     record_service = MedicalRecordService(
-        db, medical_records, models.MedicalRecordWrite, models.MedicalRecord, parent=patient_service
+        db, medical_records, models.MedicalRecordWrite, models.MedicalRecord, models.MedicalRecordVersion,
+        parent=patient_service,
     )
     prescription_service = ResourceService(
-        db, prescriptions, models.PrescriptionWrite, models.Prescription, parent=record_service
+        db, prescriptions, models.PrescriptionWrite, models.Prescription, models.PrescriptionVersion,
+        parent=record_service,
     )
     return Services(patient_service, record_service, prescription_service, CareTeamService(db), AuditReviewService(db))
 
