@@ -31,14 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     fig, (rps_ax, ratio_ax, p99_ax) = plt.subplots(1, 3, figsize=(15, 4.6))
-    for run in runs:
+    for number, run in enumerate(runs):
         steps = [s for s in run["steps"] if s.get("rps")]
         users = [s["users"] for s in steps]
-        label = run["target"]
-        rps_ax.plot(users, [s["rps"] for s in steps], marker="o", label=label)
-        ratio_ax.plot(users, [s["ratio_to_limit"] for s in steps], marker="o", label=label)
-        p99_ax.plot(users, [s["p99_ms"] for s in steps], marker="o", label=f"{label} p99")
-        p99_ax.plot(users, [s["p50_ms"] for s in steps], marker=".", linestyle=":", label=f"{label} p50")
+        label, color = run["target"], f"C{number}"
+        rps_ax.plot(users, [s["rps"] for s in steps], marker="o", color=color, label=label)
+        ratio_ax.plot(users, [s["ratio_to_limit"] for s in steps], marker="o", color=color, label=label)
+        p99_ax.plot(users, [s["p99_ms"] for s in steps], marker="o", color=color, label=f"{label} p99")
+        p99_ax.plot(users, [s["p50_ms"] for s in steps], marker=".", linestyle=":", color=color, label=f"{label} p50")
     for ax in (rps_ax, ratio_ax, p99_ax):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clinicians (closed loop)")
