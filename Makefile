@@ -85,7 +85,7 @@ bench-pipeline-10m: $(STAMP) ## first load + 1% refresh at 10,000,000 prescripti
 		--scenario one-percent --report-name pipeline_refresh_10m
 
 .PHONY: bench-load bench-soak
-bench-load: $(STAMP) $(MINISTACK_STAMP) ## load test, 1→64 clinicians, make run and make up, with and without PgBouncer (≈ 20 min; TARGETS=run STEP_SECONDS=5 to try)
+bench-load: $(STAMP) $(MINISTACK_STAMP) ## load test, 1→64 clinicians, make run and make up, with and without PgBouncer (≈ 25 min; TARGETS=run STEP_SECONDS=5 to try)
 	$(PY) bench/load_test.py steps --targets $${TARGETS:-run,run+pooler,up,up+pooler} --step-seconds $${STEP_SECONDS:-20}
 
 bench-soak: $(STAMP) $(MINISTACK_STAMP) ## soak: 10 min at a steady 20 req/s against make up (DURATION=60 to try; TARGET=run, RATE=...)

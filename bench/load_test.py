@@ -324,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="comma-separated: run, up, run+pooler, up+pooler (default run,up)")
     steps.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8, 16, 32, 64])
     steps.add_argument("--step-seconds", type=float, default=20, help="measured seconds per step")
-    steps.add_argument("--warmup-seconds", type=float, default=5, help="seconds per step before measuring")
+    steps.add_argument("--warmup-seconds", type=float, default=10,
+                       help="seconds per step before measuring (new emulator workers start)")
     steps.add_argument("--patients", type=int, default=10, help="patients (each with a visit) per clinician")
     steps.add_argument("--limit-requests", type=int, default=2000, help="requests of the in-process limit")
     steps.add_argument("--no-plot", action="store_true")

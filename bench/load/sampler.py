@@ -30,7 +30,7 @@ def role_of(process: psutil.Process, roots: dict[str, int | None]) -> str:
         parent = process.ppid()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return "other"
-    if process.pid in (roots.get("postgres"), ) or parent == roots.get("postgres"):
+    if roots.get("postgres") in (process.pid, parent):
         return "postgres"
     if process.pid == roots.get("load generator"):
         return "load generator"
