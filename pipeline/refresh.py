@@ -477,6 +477,7 @@ def apply_changes(conn, app_conn, result: RefreshResult, pseudonym_key: Pseudony
                 cur.execute(f"SELECT count(*) FROM stg.{table} WHERE change_seq > %s", (watermark,))
                 result.rows_changed[table] = cur.fetchone()[0]
         cur.execute("CREATE TEMP TABLE affected_record (medical_record_id bigint PRIMARY KEY) ON COMMIT DROP")
+        cur.execute("CREATE TEMP TABLE affected_prescription (prescription_id bigint PRIMARY KEY) ON COMMIT DROP")
         with _timed(result, "reconcile_keys"):
             _reconcile_hard_deletes(cur, app_conn, result)
         crash_point("before_merge")
@@ -487,7 +488,8 @@ def apply_changes(conn, app_conn, result: RefreshResult, pseudonym_key: Pseudony
         else:
             with _timed(result, "find_affected"):
                 cur.execute(_sql("affected_records.sql"), {"watermark": watermark})
-                cur.execute("ANALYZE affected_record")  # a temp table has no statistics until analysed
+                # temp tables have no statistics until analysed
+                cur.execute("ANALYZE affected_record, affected_prescription")
             with _timed(result, "compute_desired"):
                 cur.execute(_sql("desired_rows.sql"))
             with _timed(result, "merge"):

@@ -1,8 +1,11 @@
--- Inside the merge transaction: the affected visits' analytic rows must now equal, row for row,
--- the rows the landing tables imply (cost proportional to the change, not to the table).
+-- Inside the merge transaction: the analytic rows of the affected visits and prescriptions must now
+-- equal, row for row, the rows the landing tables imply (cost proportional to the change, not to the table).
 WITH actual AS (
     SELECT row_key, row_hash FROM analytic.medical_record_denormalized
     WHERE medical_record_id IN (SELECT medical_record_id FROM affected_record)
+    UNION
+    SELECT row_key, row_hash FROM analytic.medical_record_denormalized
+    WHERE prescription_id IN (SELECT prescription_id FROM affected_prescription)
 ),
 expected AS (
     SELECT row_key, row_hash FROM desired_row

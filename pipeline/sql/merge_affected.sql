@@ -1,11 +1,12 @@
--- Bring the analytic rows of the affected visits in line with desired_row (desired_rows.sql),
+-- Bring the analytic rows of the affected visits and prescriptions in line with desired_row (desired_rows.sql),
 -- writing only what differs: rows that should no longer exist are deleted, new rows inserted, and rows whose
 -- content hash changed updated (unchanged rows keep their updated_timestamp). The keys of the rows written
 -- go to written_row: the de-identified table follows exactly those (desired_deidentified_rows.sql).
 CREATE TEMP TABLE written_row (row_key text PRIMARY KEY, deleted boolean NOT NULL) ON COMMIT DROP;
 WITH deleted AS (
     DELETE FROM analytic.medical_record_denormalized d
-    WHERE d.medical_record_id IN (SELECT medical_record_id FROM affected_record)
+    WHERE (d.medical_record_id IN (SELECT medical_record_id FROM affected_record)
+           OR d.prescription_id IN (SELECT prescription_id FROM affected_prescription))
       AND NOT EXISTS (SELECT 1 FROM desired_row x WHERE x.row_key = d.row_key)
     RETURNING d.row_key
 ),
