@@ -140,7 +140,7 @@ class Pipeline:
 
 
 class RandomActivity:
-    """Random creates, updates, moves and deletes through the service layer (as the API does them)."""
+    """Random creates, updates, moves, deletes and restores through the service layer (as the API does them)."""
 
     def __init__(self, pipeline: Pipeline, seed: int) -> None:
         self.s = pipeline.services
@@ -149,6 +149,8 @@ class RandomActivity:
         self.patients: list[int] = []
         self.records: list[int] = []
         self.prescriptions: list[int] = []
+        self.deleted: list[tuple[str, int]] = []   # (kind, id) of each delete, for restores to pick from
+        self.restored = 0                          # restores that brought a deleted row back
 
     def _patient(self):
         return build(models.PatientWrite,
@@ -168,7 +170,8 @@ class RandomActivity:
 
     def step(self) -> None:
         s, c, rng = self.s, self.caller, self.rng
-        action = rng.choices(["patient", "record", "rx", "update", "move", "delete"], [3, 4, 6, 3, 2, 1])[0]
+        action = rng.choices(["patient", "record", "rx", "update", "move", "delete", "restore"],
+                             [3, 4, 6, 3, 2, 1, 1])[0]
         try:
             if action == "patient" or not self.patients:
                 self.patients.append(s.patients.create(c, self._patient()).resource.patient_id)
@@ -204,11 +207,19 @@ class RandomActivity:
                     s.medical_records.update(c, rng.choice(self.records),
                                              build(models.MedicalRecordPatch, patient_id=rng.choice(self.patients)),
                                              partial=True)
-            else:
+            else:  # delete, or restore (with what the delete cascaded)
                 kind = rng.choices(["patient", "record", "rx"], [1, 2, 4])[0]
                 pool = {"patient": (s.patients, self.patients), "record": (s.medical_records, self.records),
                         "rx": (s.prescriptions, self.prescriptions)}[kind]
-                pool[0].delete(c, rng.choice(pool[1]))
+                if action == "delete":
+                    key = rng.choice(pool[1])
+                    if pool[0].delete(c, key):
+                        self.deleted.append((kind, key))
+                elif self.deleted:
+                    kind, key = self.deleted.pop(rng.randrange(len(self.deleted)))
+                    pools = {"patient": s.patients, "record": s.medical_records, "rx": s.prescriptions}
+                    pools[kind].restore(c, key)  # refused (409) while its parent is deleted: as the API would
+                    self.restored += 1
         except DomainError:
             pass  # e.g. moving under a deleted parent: refused, as the API would
 

@@ -105,7 +105,7 @@ def request_for(spec: Any, chart: Chart, member: str) -> tuple[str, Any]:
     if spec.path == "/v1/audit/break-glass":
         path += "?since=2000-01-01T00:00:00Z"
     body: Any = None
-    if spec.method in ("POST", "PUT", "PATCH"):
+    if spec.method in ("POST", "PUT", "PATCH") and not spec.path.endswith("/restore"):
         body = _body(spec, chart)
     return path, body
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -706,6 +707,11 @@ def fuzz_targets(ids: dict[str, int]) -> list[tuple[str, str, Any]]:
             if "/care-team/" in spec.path:
                 path = f"/v1/patients/{ids['patient']}/care-team/fuzz-member"
                 base = lambda: {"role": "nurse"}  # noqa: E731
+            elif spec.path.endswith("/restore"):  # no body of its own: whatever is sent must not break it
+                key = {"patients": "patient", "medical-records": "record", "prescriptions": "prescription"}[
+                    spec.path.split("/")[2]]
+                path = re.sub(r"{\w+}", str(ids[key]), spec.path)
+                base = lambda: {"note": "restored after a mistaken delete"}  # noqa: E731
             elif spec.path.startswith("/v1/"):
                 resource = {"patients": "patient", "medical-records": "record", "prescriptions": "prescription"}[
                     spec.path.rstrip("}").split("/")[-2 if "{" in spec.path.split("/")[-1] else -1]

@@ -474,14 +474,14 @@ def delete_prescription(request: HttpRequest) -> Response:
     return _delete(request, services().prescriptions, request.path_id("prescriptionId"))
 
 
-# --- history: every kept version of a patient, visit or prescription -----------------------------
+# --- history and restore: every kept version of a patient, visit or prescription ----------------
 
 
 def _history_routes(
     tag: str, path: str, param: str, noun: str, service: Callable[[], ResourceService],
-    page_model: type[models.Page], version_model: type[models.ApiModel],
+    response_model: type[models.ApiModel], page_model: type[models.Page], version_model: type[models.ApiModel],
 ) -> None:
-    """``GET {path}/history`` and ``GET {path}/history/{version}`` for one resource type."""
+    """``GET {path}/history``, ``GET {path}/history/{version}`` and ``POST {path}/restore`` for one type."""
     name = noun.replace(" ", "_")
 
     def history(request: HttpRequest) -> Response:
@@ -491,7 +491,13 @@ def _history_routes(
         found = service().version(request.caller, request.path_id(param), request.path_id("version"))
         return json_response(found)
 
-    history.__name__, version.__name__ = f"get_{name}_history", f"get_{name}_version"
+    def restore(request: HttpRequest) -> Response:
+        key, expected = request.path_id(param), request.expected_version()
+        return _one(service().restore(request.caller, key, expected_version=expected))
+
+    history.__name__, version.__name__, restore.__name__ = (
+        f"get_{name}_history", f"get_{name}_version", f"restore_{name}"
+    )
     routes.route(
         "GET", f"{path}/history", summary=f"Every kept version of a {noun}, oldest first", tag=tag, scope="read",
         response=page_model, query=PAGE_QUERY, errors=(400, 404),
@@ -500,11 +506,17 @@ def _history_routes(
         "GET", f"{path}/history/{{version}}", summary=f"One kept version of a {noun}", tag=tag, scope="read",
         response=version_model, errors=(404,),
     )(version)  # fmt: skip
+    routes.route(
+        "POST", f"{path}/restore", summary=f"Restore a deleted {noun}, with what its delete cascaded", tag=tag,
+        scope="write", response=response_model, headers=("If-Match",), errors=(404, 409, 412),
+    )(restore)  # fmt: skip
 
 
 _history_routes("patients", "/v1/patients/{patientId}", "patientId", "patient", lambda: services().patients,
-                models.PatientVersionPage, models.PatientVersion)
+                models.Patient, models.PatientVersionPage, models.PatientVersion)
 _history_routes("medical-records", "/v1/medical-records/{medicalRecordId}", "medicalRecordId", "medical record",
-                lambda: services().medical_records, models.MedicalRecordVersionPage, models.MedicalRecordVersion)
+                lambda: services().medical_records, models.MedicalRecord, models.MedicalRecordVersionPage,
+                models.MedicalRecordVersion)
 _history_routes("prescriptions", "/v1/prescriptions/{prescriptionId}", "prescriptionId", "prescription",
-                lambda: services().prescriptions, models.PrescriptionVersionPage, models.PrescriptionVersion)
+                lambda: services().prescriptions, models.Prescription, models.PrescriptionVersionPage,
+                models.PrescriptionVersion)

@@ -41,6 +41,8 @@ from chalicelib.repositories.history import HistoryRepository, StoredVersion
 from chalicelib.repositories.resources import (
     ResourceRepository,
     StoredRow,
+    cascade_restore_medical_record,
+    cascade_restore_patient,
     cascade_soft_delete_medical_record,
     cascade_soft_delete_patient,
     medical_records,
@@ -363,10 +365,37 @@ class ResourceService:
     def _cascade(self, tx: Transaction, key: int) -> None:
         pass
 
+    def restore(self, caller: Caller, key: int, *, expected_version: int | None = None) -> Any:
+        """Bring a deleted resource back, with what its own delete cascaded (a new version of each).
+        Restoring a live resource changes nothing. Refused while its parent is deleted."""
+        with self._unit(caller, "restore", self.resource, key) as (tx, note):
+            access.may_write(caller)
+            row = self._get_checked(tx, caller, note, key, write=True, lock="update")
+            if not row.deleted:
+                return self.to_model(row)
+            _check_version(row, expected_version, self.resource, key)
+            if self.parent is not None:
+                parent_key = row.values[self.table.parent_key]
+                # FOR SHARE: the parent cannot be deleted before this restore commits.
+                parent = self.parent.repository.get(tx, parent_key, lock="share")
+                if parent is None or parent.deleted:
+                    raise Conflict(
+                        f"{self.resource} {key} belongs to {self.parent.resource} {parent_key}, which is deleted: "
+                        f"restore the {self.parent.resource} first"
+                    )
+            self._cascade_restore(tx, key)
+            return self.to_model(self.repository.restore(tx, key))
+
+    def _cascade_restore(self, tx: Transaction, key: int) -> None:
+        pass
+
 
 class PatientService(ResourceService):
     def _cascade(self, tx: Transaction, key: int) -> None:
         cascade_soft_delete_patient(tx, key)
+
+    def _cascade_restore(self, tx: Transaction, key: int) -> None:
+        cascade_restore_patient(tx, key)
 
     def _after_create(self, tx: Transaction, caller: Caller, row: StoredRow) -> None:
         """Whoever registers a patient joins their care team (a patient-context caller cannot register)."""
@@ -424,6 +453,9 @@ class PatientService(ResourceService):
 class MedicalRecordService(ResourceService):
     def _cascade(self, tx: Transaction, key: int) -> None:
         cascade_soft_delete_medical_record(tx, key)
+
+    def _cascade_restore(self, tx: Transaction, key: int) -> None:
+        cascade_restore_medical_record(tx, key)
 
 
 CREATOR_ROLE = "creator"

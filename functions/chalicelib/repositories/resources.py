@@ -73,6 +73,13 @@ class ResourceRepository:
         )
         return self._row(tx.fetchone(sql, [*(values[c] for c in columns), key]))
 
+    def restore(self, tx: Transaction, key: int) -> StoredRow:
+        sql = (
+            f"UPDATE {self.table.name} AS t SET deleted_timestamp = NULL "
+            f"WHERE t.{self.table.key} = %s AND t.deleted_timestamp IS NOT NULL RETURNING {self._returning}"
+        )
+        return self._row(tx.fetchone(sql, (key,)))
+
     def soft_delete(self, tx: Transaction, key: int) -> StoredRow | None:
         raw = tx.fetchone(self._soft_delete, (key,))
         return self._row(raw) if raw else None
@@ -169,4 +176,32 @@ def cascade_soft_delete_medical_record(tx: Transaction, medical_record_id: int) 
         "UPDATE medical_app.prescription SET deleted_timestamp = now() "
         "WHERE medical_record_id = %s AND deleted_timestamp IS NULL",
         (medical_record_id,),
+    )
+
+
+# A restore brings back exactly what the resource's own delete cascaded: the rows that transaction
+# deleted carry its timestamp (now() is fixed per transaction). Rows deleted before, on their own, carry
+# another and stay deleted. Run before the resource itself is restored, while its timestamp is still set.
+
+
+def cascade_restore_patient(tx: Transaction, patient_id: int) -> None:
+    deleted_at = "(SELECT deleted_timestamp FROM medical_app.patient WHERE patient_id = %s)"
+    tx.execute(
+        "UPDATE medical_app.medical_record SET deleted_timestamp = NULL "
+        f"WHERE patient_id = %s AND deleted_timestamp = {deleted_at}",
+        (patient_id, patient_id),
+    )
+    tx.execute(
+        "UPDATE medical_app.prescription p SET deleted_timestamp = NULL "
+        "FROM medical_app.medical_record r "
+        f"WHERE p.medical_record_id = r.medical_record_id AND r.patient_id = %s AND p.deleted_timestamp = {deleted_at}",
+        (patient_id, patient_id),
+    )
+
+
+def cascade_restore_medical_record(tx: Transaction, medical_record_id: int) -> None:
+    tx.execute(
+        "UPDATE medical_app.prescription SET deleted_timestamp = NULL WHERE medical_record_id = %s AND "
+        "deleted_timestamp = (SELECT deleted_timestamp FROM medical_app.medical_record WHERE medical_record_id = %s)",
+        (medical_record_id, medical_record_id),
     )
