@@ -7,7 +7,6 @@ from chalicelib.api import auth, routing
 from chalicelib.api.meta import ALL_ROUTES
 from chalicelib.observability import logger
 from chalicelib.orchestration import tasks
-from chalicelib.repositories import audit_seal
 
 # Logging goes through the structured, PII-free logger only (see chalicelib/observability.py).
 app = Chalice(app_name="medical-records", configure_logs=False)
@@ -63,6 +62,8 @@ def seal_audit(event):
     # Stop the statement before the function's own timeout does (an interrupted seal rolls back anyway).
     remaining = getattr(event.context, "get_remaining_time_in_millis", None)
     remaining_ms = remaining() if remaining else 300_000
+    from chalicelib.repositories import audit_seal  # only this function seals: the API's cold start skips it
+
     result = audit_seal.seal_database(config.database_dsn(), statement_timeout_ms=max(remaining_ms - 5_000, 1_000))
     if result is None:
         logger.info("audit seal: nothing new to seal")
