@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 
-.PHONY: help venv template check-infra up down start-refresh psql-analytic test test-unit test-integration test-e2e lint bench bench-api bench-access bench-local bench-pipeline bench-pipeline-10m run token migrate clean reset openapi refresh
+.PHONY: help venv template check-infra up down start-refresh psql-analytic test test-unit test-integration test-e2e lint bench bench-api bench-access bench-local bench-history bench-pipeline bench-pipeline-10m run token migrate clean reset openapi refresh
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ bench-api: $(STAMP) ## API latency, cold start and access-controlled reads (≈ 
 
 bench-access: $(STAMP) ## reads as admin/clinician/patient at 10k and 1M patients (≈ 3 min; SIZES=2000,20000 for a quick run)
 	$(PY) bench/access_latency.py --sizes $${SIZES:-10000,1000000}
+
+bench-history: $(STAMP) ## what keeping every version costs PUT and PATCH, history on vs off in alternating blocks (≈ 2 min)
+	$(PY) bench/history_cost.py
 
 bench-local: $(STAMP) ## keep-alive latency of the local server: chalice local vs tools/local_server vs in-process (≈ 30 s)
 	$(PY) bench/local_serving.py
