@@ -171,7 +171,14 @@ def test_each_policy_grants_only_what_its_function_uses(template, function):
     traces = [(c, s) for c, s in statements if any(a.startswith("xray:") for a in _actions(s))]
     assert [c for c, _ in traces] == ["TracingOn"]
 
-    assert len(statements) == len(logs) + len(secrets) + len(network) + len(traces), "a statement nobody asked for"
+    # RDS Proxy's IAM authentication, only for the database's functions and only with a proxy
+    # (tests/infrastructure/test_template_pooling.py)
+    proxy = [(c, s) for c, s in statements if any(a.startswith("rds-db:") for a in _actions(s))]
+    assert [c for c, _ in proxy] == (["UsesDatabaseProxy"] if SECRETS[function] and
+                                     SECRETS[function][0] == "DatabaseSecretArn" else [])
+
+    assert len(statements) == len(logs) + len(secrets) + len(network) + len(traces) + len(proxy), \
+        "a statement nobody asked for"
 
 
 def test_secret_parameters_accept_one_exact_arn(template):
