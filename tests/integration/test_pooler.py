@@ -171,3 +171,15 @@ def test_the_api_survives_a_postgresql_restart_behind_the_pooler(pooler, api, pg
         time.sleep(int(answer.headers["retry-after"]))
     assert answer.status == 200
     assert api.post("/v1/patients", patient_body()).status == 201
+
+
+def test_the_audit_seal_runs_through_the_pooler_with_its_timeout_for_its_transaction_only(pooler, api, owner_conn):
+    from chalicelib.repositories.audit_seal import seal_database
+
+    api.new_patient()  # something to seal
+    result = seal_database(os.environ["DATABASE_URL"], statement_timeout_ms=45_000)
+    assert result is not None and result.event_count >= 1
+    # The pooled server session the seal used keeps its own default: the timeout ended with the transaction.
+    with psycopg2.connect(os.environ["DATABASE_URL"]) as conn, conn.cursor() as cur:
+        cur.execute("SHOW statement_timeout")
+        assert cur.fetchone()[0] != "45s"

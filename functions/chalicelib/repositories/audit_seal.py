@@ -43,9 +43,12 @@ class SealResult:
         return f"{self.block_no}:{self.digest}"
 
 
-def seal(connection) -> SealResult | None:
-    """Seal what was committed since the last seal, in a transaction of its own; None when nothing was."""
+def seal(connection, *, statement_timeout_ms: int | None = None) -> SealResult | None:
+    """Seal what was committed since the last seal, in a transaction of its own; None when nothing was.
+    The timeout is set for that transaction only (no startup option, which a transaction pooler refuses)."""
     with connection, connection.cursor() as cur:
+        if statement_timeout_ms is not None:
+            cur.execute("SELECT set_config('statement_timeout', %s, true)", (str(int(statement_timeout_ms)),))
         cur.execute(SEAL_SQL)
         row = cur.fetchone()
     if row is None:
@@ -58,10 +61,9 @@ def seal_database(dsn: str, *, statement_timeout_ms: int = 600_000,
     """Connect, seal, disconnect (the scheduled function runs every few minutes: no connection to keep)."""
     from chalicelib.transport import connect
 
-    connection = connect(dsn, connect_timeout=10, application_name=application_name,
-                         options=f"-c statement_timeout={int(statement_timeout_ms)}")
+    connection = connect(dsn, connect_timeout=10, application_name=application_name)
     try:
-        return seal(connection)
+        return seal(connection, statement_timeout_ms=statement_timeout_ms)
     finally:
         connection.close()
 
