@@ -5,8 +5,13 @@
 CREATE TEMP TABLE written_row (row_key text PRIMARY KEY, deleted boolean NOT NULL) ON COMMIT DROP;
 WITH deleted AS (
     DELETE FROM analytic.medical_record_denormalized d
-    WHERE (d.medical_record_id IN (SELECT medical_record_id FROM affected_record)
-           OR d.prescription_id IN (SELECT prescription_id FROM affected_prescription))
+    WHERE d.row_key IN (  -- a union, not an OR, so each half is read by its index
+        SELECT a.row_key FROM analytic.medical_record_denormalized a
+        WHERE a.medical_record_id IN (SELECT medical_record_id FROM affected_record)
+        UNION ALL
+        SELECT a.row_key FROM analytic.medical_record_denormalized a
+        WHERE a.prescription_id IN (SELECT prescription_id FROM affected_prescription)
+    )
       AND NOT EXISTS (SELECT 1 FROM desired_row x WHERE x.row_key = d.row_key)
     RETURNING d.row_key
 ),
