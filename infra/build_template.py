@@ -87,13 +87,17 @@ def add_bytecode(bundle: Path, target: Path, runtime: str) -> None:
             except py_compile.PyCompileError:
                 continue  # e.g. a Python-2-only test file in a dependency: leave it as source
         target.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as out:
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out:
             for path in sorted(tree.rglob("*")):
                 if path.is_file():
                     info = zipfile.ZipInfo(str(path.relative_to(tree)), date_time=(1980, 1, 1, 0, 0, 0))
                     info.external_attr = (0o755 if os.access(path, os.X_OK) else 0o644) << 16
                     info.compress_type = zipfile.ZIP_DEFLATED
                     out.writestr(info, path.read_bytes())
+        # Replaced in one step: a deploy reading the previous bundle (another build running beside it) never
+        # sees a half-written one.
+        os.replace(partial, target)
 
 
 def build(check: bool) -> int:
@@ -116,7 +120,9 @@ def build(check: bool) -> int:
                 return 1
             print("template.yaml is up to date")
             return 0
-        TEMPLATE.write_text(rendered)
+        partial = TEMPLATE.with_name(f".{TEMPLATE.name}.{os.getpid()}.partial")
+        partial.write_text(rendered)
+        os.replace(partial, TEMPLATE)
         add_bytecode(out / "deployment.zip", BUNDLE, runtime_version(sam_yaml))
     print(f"wrote {TEMPLATE.relative_to(ROOT)} and {BUNDLE.relative_to(ROOT)}")
     return 0
