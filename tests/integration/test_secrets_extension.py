@@ -1,8 +1,7 @@
 """Secrets through the AWS Parameters and Secrets Lambda Extension (template parameter
 SecretsExtensionLayerArn): the functions read their secrets from the extension's loopback HTTP endpoint,
 without importing the AWS SDK. The extension itself is an AWS binary that does not run here; a loopback
-server answering its documented interface (GET /secretsmanager/get?secretId=..., the session token in
-X-Aws-Parameters-Secrets-Token, GetSecretValue's JSON) stands in for it."""
+server answering its documented interface stands in for it (tools/secrets_extension.py)."""
 
 from __future__ import annotations
 
@@ -10,48 +9,19 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
 from chalicelib import config
 from tests.conftest import reset_caches
+from tools.secrets_extension import SecretsExtensionStandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSION_TOKEN = "session-token-of-this-container"
 DATABASE_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:medrec/db-AbCdEf"
 JWT_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:medrec/jwt-GhIjKl"
-
-
-class _Extension(BaseHTTPRequestHandler):
-    secrets: ClassVar[dict[str, str]] = {}
-    calls: ClassVar[list[tuple[str, str]]] = []
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        secret_id = parse_qs(parts.query).get("secretId", [""])[0]
-        self.calls.append((parts.path, secret_id))
-        if self.headers.get("X-Aws-Parameters-Secrets-Token") != SESSION_TOKEN:
-            return self._answer(401, {"message": "not authorized"})
-        if parts.path != "/secretsmanager/get" or secret_id not in self.secrets:
-            return self._answer(400, {"message": "not found"})
-        return self._answer(200, {"ARN": secret_id, "Name": secret_id.rsplit(":", 1)[-1],
-                                  "SecretString": self.secrets[secret_id], "VersionStages": ["AWSCURRENT"]})
-
-    def _answer(self, status: int, body: dict) -> None:
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *_args) -> None:
-        pass
 
 
 @pytest.fixture
@@ -60,26 +30,23 @@ def extension(database, monkeypatch):
     from urllib.parse import unquote
 
     parts = urlsplit(database[1])
-    _Extension.secrets = {
+    server = SecretsExtensionStandIn({
         DATABASE_ARN: json.dumps({"host": parts.hostname, "port": parts.port, "dbname": "app",
                                   "username": unquote(parts.username or ""),
                                   "password": unquote(parts.password or "")}),
         JWT_ARN: "k" * 48,
-    }
-    _Extension.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Extension)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    }, SESSION_TOKEN).start()
     for name in ("DATABASE_URL", "JWT_SECRET"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATABASE_SECRET_ARN", DATABASE_ARN)
     monkeypatch.setenv("JWT_SECRET_ARN", JWT_ARN)
-    monkeypatch.setenv(config.SECRETS_EXTENSION_PORT_VARIABLE, str(server.server_address[1]))
+    monkeypatch.setenv(config.SECRETS_EXTENSION_PORT_VARIABLE, str(server.port))
     monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
     reset_caches()
     try:
         yield server
     finally:
-        server.shutdown()
+        server.stop()
         monkeypatch.undo()
         reset_caches()
 
@@ -95,8 +62,8 @@ def test_the_api_reads_its_secrets_from_the_extension_and_answers(extension):
     with Client(app) as client:
         reply = client.http.request("GET", "/v1/patients?limit=1", headers={"Authorization": f"Bearer {token}"})
     assert reply.status_code == 200, reply.body
-    assert ("/secretsmanager/get", DATABASE_ARN) in _Extension.calls
-    assert ("/secretsmanager/get", JWT_ARN) in _Extension.calls
+    assert ("/secretsmanager/get", DATABASE_ARN) in extension.calls
+    assert ("/secretsmanager/get", JWT_ARN) in extension.calls
 
 
 def test_a_refusal_or_a_missing_extension_is_a_clear_configuration_error(extension, monkeypatch):
@@ -104,8 +71,7 @@ def test_a_refusal_or_a_missing_extension_is_a_clear_configuration_error(extensi
     reset_caches()
     with pytest.raises(config.ConfigurationError, match="refused the secret: HTTP 401"):
         config.database_dsn()
-    extension.shutdown()
-    extension.server_close()
+    extension.stop()
     monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
     reset_caches()
     with pytest.raises(config.ConfigurationError, match="did not answer on port") as caught:
