@@ -283,9 +283,12 @@ def memory_trend(sampler: Sampler, windows: list[dict]) -> list[dict[str, Any]]:
     for pid, (role, rss) in sorted(after_warmup.rss.items()):
         if pid in last.rss and role != "load generator":
             end_rss = last.rss[pid][1]
+            private_growth = last.private.get(pid, 0) - after_warmup.private.get(pid, 0)
             rows.append({"pid": pid, "role": role, "rss_mb_after_first_window": round(rss / 2**20, 1),
                          "rss_mb_end": round(end_rss / 2**20, 1), "rss_mb_peak": round(peak[pid] / 2**20, 1),
-                         "growth_mb": round((end_rss - rss) / 2**20, 1)})
+                         "growth_mb": round((end_rss - rss) / 2**20, 1),
+                         "private_mb_end": round(last.private.get(pid, 0) / 2**20, 1),
+                         "private_growth_mb": round(private_growth / 2**20, 1)})
     return rows
 
 
@@ -306,12 +309,14 @@ def render_soak(result: dict[str, Any]) -> str:
         rss = ", ".join(f"{role} {mb:g}" for role, mb in res.get("rss_mb", {}).items() if role != "load generator")
         lines.append(f"| {number} | {fmt(row['rps'])} | {fmt(row['p50_ms'])} | {fmt(row['p99_ms'])} | {row['errors']} "
                      f"| {res.get('connections_min', '–')}–{res.get('connections_max', '–')} | {rss} |")
-    growth = sorted(result["memory"], key=lambda r: -abs(r["growth_mb"]))
-    lines += ["", "Resident memory of each process, end of the first window → end (largest changes first):", "",
-              "| process | after first window MB | end MB | peak MB | growth MB |", "|---|---:|---:|---:|---:|"]
+    growth = sorted(result["memory"], key=lambda r: -abs(r["private_growth_mb"]))
+    lines += ["", "Resident memory of each process, end of the first window → end (largest private changes first):", "",
+              "| process | RSS after first window MB | RSS end MB | RSS peak MB | RSS growth MB "
+              "| private (RSS − shared) end MB | private growth MB |", "|---|---:|---:|---:|---:|---:|---:|"]
     for row in growth[:12]:
         lines.append(f"| {row['role']} (pid {row['pid']}) | {row['rss_mb_after_first_window']} | {row['rss_mb_end']} "
-                     f"| {row['rss_mb_peak']} | {row['growth_mb']:+g} |")
+                     f"| {row['rss_mb_peak']} | {row['growth_mb']:+g} | {row['private_mb_end']} "
+                     f"| {row['private_growth_mb']:+g} |")
     lines += ["", f"`{result['command']}`", ""]
     return "\n".join(lines)
 

@@ -5,6 +5,7 @@ and the machine's busy CPU. Summarised per step or soak window by wall-clock tim
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class Sample:
     idle_in_transaction: int
     cpu_seconds: dict[str, float]      # cumulative user+system CPU of the live processes, by role
     rss: dict[int, tuple[str, int]]    # pid → (role, resident bytes)
+    private: dict[int, int]            # pid → resident bytes not shared (RSS minus shared pages)
     machine_busy: float                # cumulative busy CPU seconds of the whole machine
 
 
@@ -84,10 +86,13 @@ class Sampler:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def _process(self, pid: int) -> psutil.Process:
+    def _process(self, pid: int) -> psutil.Process | None:
         # psutil measures CPU per Process object: keep one per pid
         if pid not in self._processes:
-            self._processes[pid] = psutil.Process(pid)
+            try:
+                self._processes[pid] = psutil.Process(pid)
+            except psutil.NoSuchProcess:  # a short-lived child (an autovacuum worker, a backend) already gone
+                return None
         return self._processes[pid]
 
     def _tree(self) -> list[psutil.Process]:
@@ -101,14 +106,17 @@ class Sampler:
                 pids.update(child.pid for child in top.children(recursive=True))
             except psutil.NoSuchProcess:
                 continue
-        return [self._process(pid) for pid in sorted(pids)]
+        return [process for pid in sorted(pids) if (process := self._process(pid)) is not None]
 
     def _run(self) -> None:
         conn = psycopg2.connect(self.owner_url, connect_timeout=5)
         conn.autocommit = True
         try:
             while not self._stop.is_set():
-                self.samples.append(self._sample(conn))
+                try:
+                    self.samples.append(self._sample(conn))
+                except psutil.Error as exc:  # a process vanished mid-sample: the next sample sees the new tree
+                    print(f"sampler: {exc}", file=sys.stderr)
                 self._stop.wait(self.interval)
         finally:
             conn.close()
@@ -120,17 +128,21 @@ class Sampler:
         roots = {"postgres": self.postmaster_pid(), "load generator": self.load_generator_pid}
         cpu: dict[str, float] = {}
         rss: dict[int, tuple[str, int]] = {}
+        private: dict[int, int] = {}
         for process in self._tree():
             try:
                 role = role_of(process, roots)
                 times = process.cpu_times()
                 cpu[role] = cpu.get(role, 0.0) + times.user + times.system
-                rss[process.pid] = (role, process.memory_info().rss)
+                memory = process.memory_info()
+                rss[process.pid] = (role, memory.rss)
+                # PostgreSQL's RSS grows as a backend touches more of shared_buffers: not a leak
+                private[process.pid] = memory.rss - getattr(memory, "shared", 0)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         machine = psutil.cpu_times()
         busy = machine.user + machine.nice + machine.system + machine.irq + machine.softirq + machine.steal
-        return Sample(time.time(), total, active, idle_tx, cpu, rss, busy)
+        return Sample(time.time(), total, active, idle_tx, cpu, rss, private, busy)
 
     def between(self, start: float, end: float) -> list[Sample]:
         return [s for s in self.samples if start <= s.t <= end]
