@@ -54,10 +54,11 @@ def refresh_status(event, context):
 
 
 # --- the audit trail's seal (migration 0005; `make verify-audit` checks it) -----------------------------
-# The rate is the template's AuditSealSchedule parameter (infra/template.merge.yaml); this is its default.
+# The rate is the template's AuditSealSchedule parameter (infra/template.merge.yaml), whose default is this one
+# (tests/integration/test_audit_seal.py holds the two together).
 
 
-@app.schedule("rate(5 minutes)", name="seal_audit")
+@app.schedule(config.AUDIT_SEAL_SCHEDULE, name="seal_audit")
 def seal_audit(event):
     # Stop the statement before the function's own timeout does (an interrupted seal rolls back anyway).
     remaining = getattr(event.context, "get_remaining_time_in_millis", None)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from chalicelib import config
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -49,7 +51,7 @@ def test_every_chalice_function_and_the_orchestration_are_declared(template):
     assert machine["DefinitionUri"] == "state_machines/refresh_analytics.asl.json"
     schedule = machine["Events"]["Schedule"]["Properties"]
     assert schedule["Schedule"] == {"Ref": "RefreshSchedule"}
-    assert template["Parameters"]["RefreshSchedule"]["Default"] == "rate(15 minutes)"
+    assert template["Parameters"]["RefreshSchedule"]["Default"] == config.REFRESH_SCHEDULE
 
 
 def test_the_state_machine_is_well_formed(definition, template):

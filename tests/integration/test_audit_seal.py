@@ -13,6 +13,7 @@ import psycopg2
 import pytest
 from click.testing import CliRunner
 
+from chalicelib import config
 from chalicelib.repositories import audit_seal
 from tools.cli import cli, create_login
 
@@ -444,6 +445,6 @@ def test_the_template_schedules_the_seal_with_a_parameter():
     function = template["Resources"]["SealAudit"]["Properties"]
     assert function["Handler"] == "app.seal_audit"
     assert function["Events"]["SealAuditEvent"]["Properties"]["Schedule"] == {"Ref": "AuditSealSchedule"}
-    assert template["Parameters"]["AuditSealSchedule"]["Default"] == "rate(5 minutes)"
+    assert template["Parameters"]["AuditSealSchedule"]["Default"] == config.AUDIT_SEAL_SCHEDULE
     assert function["Environment"]["Variables"]["DATABASE_SECRET_ARN"] == {"Ref": "DatabaseSecretArn"}
     assert "SealAuditLogGroup" in template["Resources"]

@@ -35,7 +35,7 @@ from chalicelib.domain.errors import (
     UnsupportedContent,
     ValidationFailed,
 )
-from chalicelib.domain.services import PageRequest
+from chalicelib.domain.services import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest
 from chalicelib.domain.validation import field_errors
 from chalicelib.observability import logger
 
@@ -110,7 +110,8 @@ class RouteTable:
 
 
 PAGE_QUERY = (
-    QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "page size (default 50)"),
+    QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+               f"page size (default {DEFAULT_PAGE_SIZE})"),
     QueryParam("cursor", {"type": "string", "pattern": "^[0-9]{1,19}$"}, "the nextCursor of the previous page"),
 )
 
@@ -183,7 +184,7 @@ class HttpRequest:
                 raise ValidationFailed("the request body is not valid JSON") from None
             raise ValidationFailed("the request body is invalid", field_errors(exc)) from None
 
-    def page(self, max_limit: int = 100, default_limit: int = 50) -> PageRequest:
+    def page(self, max_limit: int = MAX_PAGE_SIZE, default_limit: int = DEFAULT_PAGE_SIZE) -> PageRequest:
         errors = []
         raw_limit = self.query.get("limit")
         limit = default_limit

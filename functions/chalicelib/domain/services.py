@@ -50,11 +50,16 @@ from chalicelib.repositories.resources import (
     prescriptions,
 )
 
+# Page sizes of every list: what a caller gets without asking, and the most it may ask for (a Lambda
+# response is capped at 6 MB; see the README's capacity model).
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+
 
 @dataclass(frozen=True)
 class PageRequest:
     after: int | None = None
-    limit: int = 50
+    limit: int = DEFAULT_PAGE_SIZE
 
 
 @dataclass(frozen=True)
