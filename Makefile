@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/functions:$(CURDIR)
 
-.PHONY: help venv template check-infra up down start-refresh psql-analytic test test-unit test-integration test-e2e lint bench bench-api bench-access bench-local bench-history bench-pipeline bench-pipeline-10m run token migrate clean reset openapi refresh
+.PHONY: help venv template check-infra up down start-refresh psql-analytic test test-unit test-integration test-e2e lint bench bench-api bench-access bench-local bench-cold-start bench-history bench-pipeline bench-pipeline-10m run token migrate clean reset openapi refresh
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -60,19 +60,22 @@ test-e2e: $(STAMP) $(MINISTACK_STAMP) ## end-to-end tests only (the stack deploy
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check .
 
-bench: $(STAMP) ## all benchmarks, ≈ 10 min (results in bench/results/)
+bench: $(STAMP) $(MINISTACK_STAMP) ## all benchmarks, ≈ 10 min (results in bench/results/)
 	$(PY) bench/api_latency.py
 	$(PY) bench/cold_start.py
 	$(PY) bench/access_latency.py
 	$(PY) bench/pipeline_refresh.py
 
-bench-api: $(STAMP) ## API latency, cold start and access-controlled reads (≈ 4 min; SIZES=2000,20000 for a quick run)
+bench-api: $(STAMP) $(MINISTACK_STAMP) ## API latency, cold start and access-controlled reads (≈ 4 min; SIZES=2000,20000 for a quick run)
 	$(PY) bench/api_latency.py
 	$(PY) bench/cold_start.py
 	$(PY) bench/access_latency.py --sizes $${SIZES:-10000,1000000}
 
 bench-access: $(STAMP) ## reads as admin/clinician/patient at 10k and 1M patients (≈ 3 min; SIZES=2000,20000 for a quick run)
 	$(PY) bench/access_latency.py --sizes $${SIZES:-10000,1000000}
+
+bench-cold-start: $(STAMP) $(MINISTACK_STAMP) ## what a new Lambda container pays: import, secret, TLS connect, first request; in the emulator too (≈ 3 min)
+	$(PY) bench/cold_start.py
 
 bench-history: $(STAMP) ## what keeping every version costs PUT and PATCH, history on vs off in alternating blocks (≈ 2 min)
 	$(PY) bench/history_cost.py
