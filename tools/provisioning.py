@@ -8,7 +8,10 @@ from urllib.parse import unquote, urlsplit
 
 API_ROLE = "medical_api"  # what the API's login is a member of (migration 0003)
 READER_ROLE = "medical_reader"  # what the analytics pipeline's login is a member of
-LOGIN_ROLES = (API_ROLE, READER_ROLE)
+# The analytic database's readers (pipeline/migrations/0002): analysts see the de-identified table only.
+ANALYST_ROLE = "analytic_analyst"
+IDENTIFIED_READER_ROLE = "analytic_identified_reader"
+LOGIN_ROLES = (API_ROLE, READER_ROLE, ANALYST_ROLE, IDENTIFIED_READER_ROLE)
 
 
 def connect(url: str):
