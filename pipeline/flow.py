@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
-from chalicelib.config import REFRESH_FLOW, REFRESH_INCREMENTAL, REFRESH_MODES
+from chalicelib.config import REFRESH_FLOW, REFRESH_INCREMENTAL, REFRESH_MODES, REFRESH_SUMMARY_ARTIFACT
 from pipeline import refresh
 
 # Sling and database hiccups are worth a retry; the steps are idempotent.
@@ -42,7 +42,7 @@ def refresh_analytics(mode: str = REFRESH_INCREMENTAL) -> dict[str, Any]:
         logger.error("refresh failed: %s", refresh._redact(str(exc)))
         raise
     create_markdown_artifact(
-        key="refresh-summary", markdown=refresh.summary_markdown(result), description="analytics refresh"
+        key=REFRESH_SUMMARY_ARTIFACT, markdown=refresh.summary_markdown(result), description="analytics refresh"
     )
     logger.info(
         "refresh %s: %s inserted, %s updated, %s deleted; de-identified: %s inserted, %s updated, %s deleted",

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 STACK_NAME = "medical-records"  # the CloudFormation stack `make up` and the deploy command create
 REFRESH_FLOW = "refresh-analytics"  # the Prefect flow, served under a deployment of the same name
 REFRESH_DEPLOYMENT = f"{REFRESH_FLOW}/{REFRESH_FLOW}"  # <flow>/<deployment>, what the refresh task starts
+REFRESH_SUMMARY_ARTIFACT = "refresh-summary"  # the key of the summary each run writes (its rows changed)
 REFRESH_SCHEDULE = "rate(15 minutes)"  # EventBridge expression that starts the refresh state machine
 AUDIT_SEAL_SCHEDULE = "rate(5 minutes)"  # how often the audit trail is sealed (template: AuditSealSchedule)
 REFRESH_INCREMENTAL = "incremental"  # the refresh's two modes: only what changed ...

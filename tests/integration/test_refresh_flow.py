@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chalicelib import config
 from tests.pipeline_support import Pipeline, RandomActivity
 
 
@@ -47,7 +48,7 @@ def test_the_flow_refreshes_and_publishes_a_summary(prefect_server, pipeline_env
 
     import asyncio
 
-    summaries = [a for a in asyncio.run(artifacts()) if a.key == "refresh-summary"]
+    summaries = [a for a in asyncio.run(artifacts()) if a.key == config.REFRESH_SUMMARY_ARTIFACT]
     assert summaries and "Analytics refresh" in summaries[0].data
 
     # Sling failing (bad connection string) fails the flow run with a clear message

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib import metrics
+from chalicelib import config, metrics
 from chalicelib.orchestration import tasks
 
 
@@ -112,7 +112,7 @@ class FakePrefect:
             from chalicelib.orchestration.prefect_api import PrefectUnavailable
 
             raise PrefectUnavailable("Prefect API unreachable: TimeoutError")
-        assert key == "refresh-summary"
+        assert key == config.REFRESH_SUMMARY_ARTIFACT
         return self.artifact
 
     def latest_completed_run(self, deployment_id: str) -> dict[str, Any] | None:

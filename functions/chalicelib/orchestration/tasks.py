@@ -22,7 +22,6 @@ from chalicelib.orchestration.prefect_api import PrefectApi
 # The run's states that end it: a success, and the ways it can fail (the state machine fails on these).
 SUCCEEDED_STATES = frozenset({"COMPLETED"})
 FAILED_STATES = frozenset({"FAILED", "CRASHED", "CANCELLED"})
-SUMMARY_ARTIFACT = "refresh-summary"  # the key the flow gives its summary (pipeline/flow.py)
 # The analytic table's row of the summary: "| medical_record_denormalized | inserted | updated | deleted | ...".
 _ANALYTIC_ROW = re.compile(r"^\|\s*medical_record_denormalized\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|", re.M)
 
@@ -59,7 +58,7 @@ def refresh_outcome(
         run = api.flow_run(flow_run_id)
         started, ended = _timestamp(run.get("start_time")), _timestamp(run.get("end_time"))
         duration_ms = (ended - started).total_seconds() * 1000 if started and ended else None
-        rows_changed = rows_changed_in_summary(api.artifact_data(flow_run_id, SUMMARY_ARTIFACT))
+        rows_changed = rows_changed_in_summary(api.artifact_data(flow_run_id, config.REFRESH_SUMMARY_ARTIFACT))
         if run.get("deployment_id"):
             last = api.latest_completed_run(str(run["deployment_id"]))
             last_started = _timestamp((last or {}).get("start_time"))
