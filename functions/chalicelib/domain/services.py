@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
-from chalicelib.db import Database, Transaction
 from chalicelib.domain import access, models
 from chalicelib.domain.access import ActorKind, Caller
 from chalicelib.domain.errors import (
@@ -49,6 +48,9 @@ from chalicelib.repositories.resources import (
     patients,
     prescriptions,
 )
+
+if TYPE_CHECKING:  # the connection layer (and psycopg2) loads with the first connection, not at import
+    from chalicelib.db import Database, Transaction
 
 # Page sizes of every list: what a caller gets without asking, and the most it may ask for (a Lambda
 # response is capped at 6 MB; see the README's capacity model).

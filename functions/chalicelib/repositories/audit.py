@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
-
-from chalicelib.db import Transaction
+from typing import TYPE_CHECKING, Any
 
 _COLUMNS = (
     "audit_event_id", "occurred_at", "actor", "actor_kind", "action", "resource_type",
     "resource_id", "patient_ids", "request_id", "outcome", "reason", "break_glass",
 )
+
+if TYPE_CHECKING:  # the connection layer (and psycopg2) loads with the first connection, not at import
+    from chalicelib.db import Transaction
 
 
 def record(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.db import Transaction
+if TYPE_CHECKING:  # the connection layer (and psycopg2) loads with the first connection, not at import
+    from chalicelib.db import Transaction
+
 
 _COLUMNS = ("care_team_member_id", "patient_id", "member_sub", "role", "granted_by", "granted_at",
             "revoked_by", "revoked_at")

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.db import Transaction
 from chalicelib.repositories.tables import Table
+
+if TYPE_CHECKING:  # the connection layer (and psycopg2) loads with the first connection, not at import
+    from chalicelib.db import Transaction
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from chalicelib.db import Transaction
+if TYPE_CHECKING:  # the connection layer (and psycopg2) loads with the first connection, not at import
+    from chalicelib.db import Transaction
+
 
 
 @dataclass(frozen=True)

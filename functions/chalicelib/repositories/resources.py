@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.db import Transaction
 from chalicelib.domain.access import Visibility
 from chalicelib.repositories.tables import MEDICAL_RECORD, PATIENT, PRESCRIPTION, Table
+
+if TYPE_CHECKING:  # the connection layer (and psycopg2) loads with the first connection, not at import
+    from chalicelib.db import Transaction
 
 
 @dataclass(frozen=True)
