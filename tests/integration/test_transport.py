@@ -8,9 +8,6 @@ strings; the rule's loopback exemption is switched off for the live checks, whic
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,94 +18,17 @@ import pytest
 from chalicelib.transport import InsecureConnection, is_loopback, secure_dsn, secure_url
 
 
-def _ca(name: str):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _server_cert(ca_key, ca_cert):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _pem(cert) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 @pytest.fixture(scope="module")
 def tls_cluster():
     """A PostgreSQL that speaks TLS with a certificate for 127.0.0.1 from a CA made here."""
+    from tools.certificates import TlsFiles, write_tls_files
     from tools.pgcluster import PostgresCluster
 
     base = Path(tempfile.mkdtemp(prefix="medrec-tls-"))
-    ca_key, ca_cert = _ca("medical-records test CA")
-    server_key, server_cert = _server_cert(ca_key, ca_cert)
-    _other_key, other_ca = _ca("some other CA")
     certs = base / "certs"
-    certs.mkdir()
-    (certs / "ca.crt").write_bytes(_pem(ca_cert))
-    (certs / "other-ca.crt").write_bytes(_pem(other_ca))
-    (certs / "server.crt").write_bytes(_pem(server_cert))
-    (certs / "server.key").write_bytes(_key_pem(server_key))
-    cluster = PostgresCluster(
-        base / "pg",
-        settings={"ssl": "on", "ssl_cert_file": str(certs / "server.crt"), "ssl_key_file": str(certs / "server.key")},
-    )
-    owner = cluster._os_user()
-    os.chmod(base, 0o755)  # noqa: S103  (the server runs as its own OS user and must reach its certificate)
-    os.chmod(certs, 0o755)  # noqa: S103
-    for path in certs.iterdir():
-        os.chmod(path, 0o600 if path.name.endswith(".key") else 0o644)
-        if owner is not None:
-            os.chown(path, owner.pw_uid, owner.pw_gid)
+    planned = TlsFiles(certs / "ca.crt", certs / "other-ca.crt", certs / "server.crt", certs / "server.key")
+    cluster = PostgresCluster(base / "pg", settings=planned.server_settings())
+    write_tls_files(certs, ("127.0.0.1",), cluster._os_user())
     cluster.start()
     try:
         yield cluster, certs
