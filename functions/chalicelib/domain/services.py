@@ -56,6 +56,9 @@ if TYPE_CHECKING:  # the connection layer (and psycopg2) loads with the first co
 # response is capped at 6 MB; see the README's capacity model).
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
+# A summary page stops after the visit that brings it to this many prescriptions (≈ 0.8 KB of JSON each
+# at the longest field values: ≈ 1 MB, against Lambda's 6 MB response limit).
+SUMMARY_MAX_PRESCRIPTIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -434,6 +437,15 @@ class PatientService(ResourceService):
             by_record: dict[int, list[models.Prescription]] = {k: [] for k in record_ids}
             for p in prescriptions.live_children(tx, record_ids):
                 by_record[p.values["medical_record_id"]].append(models.Prescription.model_construct(**p.values))
+            # A page ends early, after a whole visit, once it holds SUMMARY_MAX_PRESCRIPTIONS: the answer
+            # stays far below Lambda's 6 MB response limit however many prescriptions visits carry.
+            held = 0
+            for index, record_id in enumerate(record_ids):
+                held += len(by_record[record_id])
+                if held >= SUMMARY_MAX_PRESCRIPTIONS and index < len(records) - 1:
+                    records, has_more = records[: index + 1], True
+                    record_ids = record_ids[: index + 1]
+                    break
             summary = models.PatientSummary.model_construct(
                 patient=patient,
                 medical_records=[
