@@ -44,7 +44,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import psycopg2.extras
 
-from chalicelib.config import REFRESH_MODES
+from chalicelib.config import REFRESH_FULL, REFRESH_INCREMENTAL, REFRESH_MODES
 from chalicelib.transport import is_loopback
 from pipeline.bulk_copy import pipe_copy
 from pipeline.settings import PIPELINE_DIR, PipelineSettings, PseudonymKey, find_sling_binary
@@ -217,7 +217,7 @@ def replicate(settings: PipelineSettings, conn, mode: str) -> dict[str, int]:
     Empty landing tables (the first run) and ``full`` mode are loaded whole by ``load_landing_tables``
     (a binary COPY of one snapshot, several times faster than Sling's row-by-row load); otherwise the
     Sling replication reads only what changed."""
-    if mode == "full" or landing_tables_empty(conn):
+    if mode == REFRESH_FULL or landing_tables_empty(conn):
         return load_landing_tables(settings, conn)
     return replicate_with_sling(settings)
 
@@ -482,7 +482,7 @@ def apply_changes(conn, app_conn, result: RefreshResult, pseudonym_key: Pseudony
             _reconcile_hard_deletes(cur, app_conn, result)
         crash_point("before_merge")
         # No good run yet: every row is new, and one bulk build beats merging row by row.
-        if result.mode == "full" or watermark == 0:
+        if result.mode == REFRESH_FULL or watermark == 0:
             rebuild_identified(cur, result)
             rebuild_deidentified(cur, result)
         else:
@@ -542,7 +542,7 @@ def _timed(result: RefreshResult, name: str) -> Iterator[None]:
 
 def global_check_due(conn, mode: str, interval_seconds: float, rebuilt: bool = False) -> bool:
     """A full-table reconciliation after every rebuild, otherwise at most once per interval."""
-    if mode == "full" or rebuilt:
+    if mode == REFRESH_FULL or rebuilt:
         return True
     with conn.cursor() as cur:
         cur.execute(
@@ -581,7 +581,7 @@ def _call(_name: str, function: Any, *args: Any) -> Any:
 
 
 def run_refresh(
-    mode: str = "incremental",
+    mode: str = REFRESH_INCREMENTAL,
     settings: PipelineSettings | None = None,
     *,
     step: Any = _call,
