@@ -187,3 +187,17 @@ def test_an_actor_with_quotes_and_percent_signs_is_recorded_verbatim(client, own
     pid = api.new_patient()["patientId"]
     assert api.patch(f"/v1/patients/{pid}", {"lastName": "Chaiyo"}).status == 200
     assert [r[3] for r in versions(owner_conn, "patient", pid)] == [subject, subject]
+
+
+def test_the_version_trigger_fires_last_so_it_records_the_row_as_written(owner_conn):
+    """BEFORE triggers fire in name order: one that changes the row after the history trigger would make the
+    kept version differ from the stored row."""
+    with owner_conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.relname, array_agg(t.tgname ORDER BY t.tgname) FROM pg_trigger t "
+            "JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'medical_app' AND c.relname IN ('patient', 'medical_record', 'prescription') "
+            "AND NOT t.tgisinternal AND t.tgtype & 2 = 2 GROUP BY c.relname"  # BEFORE row triggers
+        )
+        for table, names in cur.fetchall():
+            assert names[-1] == f"{table}_history", (table, names)

@@ -50,16 +50,20 @@ BEGIN
     VALUES (TG_TABLE_NAME, (new_row ->> TG_ARGV[0])::bigint, NEW.version, change_kind, fields, new_row,
             coalesce(nullif(current_setting('medrec.actor', true), ''), 'database:' || session_user),
             NEW.updated_timestamp);
-    RETURN NULL;
+    RETURN NEW;
 END;
 $$;
 REVOKE ALL ON FUNCTION medical_app.record_version() FROM PUBLIC;
 
-CREATE TRIGGER patient_history AFTER INSERT OR UPDATE ON medical_app.patient
+-- BEFORE, not AFTER: an AFTER row trigger queues one event per row in memory until its statement ends,
+-- which a bulk load of millions of rows (COPY) would pay for. BEFORE triggers fire in name order, and
+-- *_history comes after *_birth_date_not_future and *_bookkeeping (which sets the version and time), so
+-- the row it records is the row written; a statement that fails afterwards rolls the version back with it.
+CREATE TRIGGER patient_history BEFORE INSERT OR UPDATE ON medical_app.patient
     FOR EACH ROW EXECUTE FUNCTION medical_app.record_version('patient_id');
-CREATE TRIGGER medical_record_history AFTER INSERT OR UPDATE ON medical_app.medical_record
+CREATE TRIGGER medical_record_history BEFORE INSERT OR UPDATE ON medical_app.medical_record
     FOR EACH ROW EXECUTE FUNCTION medical_app.record_version('medical_record_id');
-CREATE TRIGGER prescription_history AFTER INSERT OR UPDATE ON medical_app.prescription
+CREATE TRIGGER prescription_history BEFORE INSERT OR UPDATE ON medical_app.prescription
     FOR EACH ROW EXECUTE FUNCTION medical_app.record_version('prescription_id');
 
 -- The rows that exist already get their current state as their first kept version (what changed
