@@ -321,3 +321,23 @@ def test_module_entry_point_is_deterministic_across_processes(pg_cluster, new_db
     for option in ("--database-url", "--patients", "--records-per-patient", "--prescriptions-per-record",
                    "--seed", "--fixture"):  # fmt: skip
         assert option in help_text
+
+
+def test_every_generated_row_has_its_first_version_and_history_stays_on(new_db):
+    """The bulk load writes versions set-based (the history trigger is off inside its transaction only)."""
+    conn = new_db()
+    gen.generate(conn, 50, 2.0, 2.0, seed=3, progress=False)
+    gen.generate(conn, 20, 2.0, 2.0, seed=3, progress=False)  # appending: versions for the new rows only
+    for table, key in (("patient", "patient_id"), ("medical_record", "medical_record_id"),
+                       ("prescription", "prescription_id")):
+        rows = scalar(conn, f"SELECT count(*) FROM medical_app.{table}")  # noqa: S608
+        versions = scalar(conn, "SELECT count(*) FROM medical_app.resource_version v WHERE resource_type = %s "
+                                "AND change = 'create' AND version = 1 AND changed_fields <> '{}'", (table,))
+        assert versions == rows, table
+        assert scalar(conn, f"SELECT count(*) FROM medical_app.{table} t WHERE NOT EXISTS ("  # noqa: S608
+                            f"SELECT 1 FROM medical_app.resource_version v WHERE v.resource_type = %s "
+                            f"AND v.resource_id = t.{key} AND v.data = to_jsonb(t))", (table,)) == 0
+    with conn.cursor() as cur:  # the trigger is back on: an ordinary change keeps its version
+        cur.execute("UPDATE medical_app.patient SET last_name = 'Changed' WHERE patient_id = 1")
+    assert scalar(conn, "SELECT max(version) FROM medical_app.resource_version "
+                        "WHERE resource_type = 'patient' AND resource_id = 1") == 2

@@ -66,24 +66,46 @@ CREATE TRIGGER medical_record_history BEFORE INSERT OR UPDATE ON medical_app.med
 CREATE TRIGGER prescription_history BEFORE INSERT OR UPDATE ON medical_app.prescription
     FOR EACH ROW EXECUTE FUNCTION medical_app.record_version('prescription_id');
 
--- The rows that exist already get their current state as their first kept version (what changed
--- before is unknown: no fields are listed).
-INSERT INTO medical_app.resource_version
-    (resource_type, resource_id, version, change, changed_fields, data, actor, recorded_at)
-SELECT resource_type, resource_id, version,
-       CASE WHEN deleted THEN 'delete' WHEN version = 1 THEN 'create' ELSE 'update' END,
-       '{}', data, 'database:migration', updated_timestamp
-FROM (
-    SELECT 'patient' AS resource_type, patient_id AS resource_id, version, deleted_timestamp IS NOT NULL AS deleted,
-           to_jsonb(p) AS data, updated_timestamp
-    FROM medical_app.patient p
-    UNION ALL
-    SELECT 'medical_record', medical_record_id, version, deleted_timestamp IS NOT NULL, to_jsonb(r), updated_timestamp
-    FROM medical_app.medical_record r
-    UNION ALL
-    SELECT 'prescription', prescription_id, version, deleted_timestamp IS NOT NULL, to_jsonb(x), updated_timestamp
-    FROM medical_app.prescription x
-) existing;
+-- Rows written in bulk (the sample-data generator's COPY, with the row trigger switched off inside its
+-- transaction) and the rows that exist already get their versions here, set-based: each row's current
+-- state as one version, unless it has one. A row at version 1 is its create (every set column listed);
+-- a row already changed or deleted before the migration lists no fields (what changed is unknown).
+CREATE FUNCTION medical_app.keep_current_versions(table_name text, from_key bigint, actor text)
+RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    key_column text := CASE table_name WHEN 'patient' THEN 'patient_id'
+                                       WHEN 'medical_record' THEN 'medical_record_id'
+                                       WHEN 'prescription' THEN 'prescription_id' END;
+    kept bigint;
+BEGIN
+    IF key_column IS NULL THEN
+        RAISE EXCEPTION 'no history is kept for %', table_name USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE format($sql$
+        INSERT INTO medical_app.resource_version
+            (resource_type, resource_id, version, change, changed_fields, data, actor, recorded_at)
+        SELECT %1$L, t.%2$I, t.version,
+               CASE WHEN t.deleted_timestamp IS NOT NULL THEN 'delete' WHEN t.version = 1 THEN 'create'
+                    ELSE 'update' END,
+               CASE WHEN t.version = 1 AND t.deleted_timestamp IS NULL THEN ARRAY(
+                   SELECT e.key FROM jsonb_each(to_jsonb(t)) e
+                   WHERE e.value <> 'null'::jsonb AND e.key <> %2$L
+                     AND e.key <> ALL (ARRAY['inserted_timestamp', 'updated_timestamp', 'deleted_timestamp',
+                                             'version'])
+                   ORDER BY e.key) ELSE '{}' END,
+               to_jsonb(t), $1, t.updated_timestamp
+        FROM medical_app.%1$I t
+        WHERE t.%2$I >= $2
+        ON CONFLICT (resource_type, resource_id, version) DO NOTHING
+    $sql$, table_name, key_column) USING actor, from_key;
+    GET DIAGNOSTICS kept = ROW_COUNT;
+    RETURN kept;
+END;
+$$;
+REVOKE ALL ON FUNCTION medical_app.keep_current_versions(text, bigint, text) FROM PUBLIC;
+
+SELECT medical_app.keep_current_versions(t, 1, 'database:migration')
+FROM unnest(ARRAY['patient', 'medical_record', 'prescription']) t;
 
 -- The API reads history; only the trigger (running as this table's owner) writes it, and nobody
 -- rewrites it.
