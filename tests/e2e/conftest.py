@@ -8,8 +8,11 @@ import io
 import json
 import os
 import secrets
+import subprocess
+import sys
 import time
 import urllib.request
+from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,36 @@ from tools import stack
 from tools.pgcluster import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def local_api_server(log: Path, *extra_args: str):
+    """`python -m tools.local_server` (what `make run` serves with) on a free port, once /health answers:
+    yields (process, port). It reads DATABASE_URL and JWT_SECRET from the environment the suite set."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'functions'}:{ROOT}"}
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tools.local_server", "--host", "127.0.0.1", "--port", str(port), *extra_args],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"the server exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"no answer within 60 s: {log.read_text()}"
+            try:
+                probe = HTTPConnection("127.0.0.1", port, timeout=2)
+                probe.request("GET", "/health")
+                probe.getresponse().read()
+                probe.close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield process, port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,9 @@ the API's PostgreSQL connections. The full load test and soak are `make bench-lo
 
 from __future__ import annotations
 
-import http.client
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,36 +15,15 @@ import pytest
 from bench.load import dataset
 from bench.load.mix import KIND_SHARE, MIX
 from bench.load.sampler import Sampler
-from tools.pgcluster import free_port
+from tests.e2e.conftest import local_api_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def api_server(database, tmp_path):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'functions'}:{ROOT}"}  # DATABASE_URL, JWT_SECRET: conftest's
-    log = tmp_path / "server.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "tools.local_server", "--host", "127.0.0.1",
-                                    "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"the server exited: {log.read_text()}"
-            assert time.monotonic() < deadline, f"no answer within 60 s: {log.read_text()}"
-            try:
-                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                probe.request("GET", "/health")
-                probe.getresponse().read()
-                probe.close()
-                break
-            except OSError:
-                time.sleep(0.2)
+    with local_api_server(tmp_path / "server.log") as (process, port):
         yield process, f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_the_mix_is_the_specified_share_of_reads_searches_and_writes():

@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tools.pgcluster import free_port
+from tests.e2e.conftest import local_api_server
 
-ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = 50
 # "chalice" serves with chalice local's own handler: this test then fails (median ≈ 44 ms).
 HANDLER = "keepalive"
@@ -24,32 +19,8 @@ HANDLER = "keepalive"
 
 @pytest.fixture
 def local_server(database, tmp_path):
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'functions'}:{ROOT}"}  # DATABASE_URL, JWT_SECRET: conftest's
-    log = tmp_path / "server.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tools.local_server", "--host", "127.0.0.1", "--port", str(port),
-             "--handler", HANDLER],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"the server exited: {log.read_text()}"
-            assert time.monotonic() < deadline, f"no answer within 60 s: {log.read_text()}"
-            try:
-                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                probe.request("GET", "/health")
-                probe.getresponse().read()
-                probe.close()
-                break
-            except OSError:
-                time.sleep(0.2)
+    with local_api_server(tmp_path / "server.log", "--handler", HANDLER) as (_process, port):
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_keepalive_requests_are_not_stalled(local_server):

@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from chalicelib import metrics
 
@@ -16,11 +15,6 @@ FUNCTIONS = ("APIHandler", "JwtAuthorizer", "StartRefresh", "RefreshStatus", "Se
 ROLES = {"APIHandler": "ApiHandlerRole", "JwtAuthorizer": "JwtAuthorizerRole", "StartRefresh": "StartRefreshRole",
          "RefreshStatus": "RefreshStatusRole", "SealAudit": "SealAuditRole"}
 NOTIFIES = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
-
-
-@pytest.fixture(scope="module")
-def template() -> dict:
-    return yaml.safe_load((ROOT / "template.yaml").read_text())
 
 
 @pytest.fixture(scope="module")

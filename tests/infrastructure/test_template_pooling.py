@@ -7,24 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ("APIHandler", "JwtAuthorizer", "StartRefresh", "RefreshStatus", "SealAudit")
 DATABASE_FUNCTIONS = ("APIHandler", "SealAudit")
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_Loader.add_multi_constructor("!", lambda loader, suffix, node: loader.construct_yaml_str(node)
-                              if isinstance(node, yaml.ScalarNode) else None)
-
-
-@pytest.fixture(scope="module")
-def template() -> dict:
-    return yaml.load((ROOT / "template.yaml").read_text(), Loader=_Loader)  # noqa: S506 - safe loader subclass
 
 
 def test_the_template_defaults_are_the_facts_the_code_defines(template):

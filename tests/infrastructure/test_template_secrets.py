@@ -3,18 +3,12 @@ on exactly the functions that read a secret, and nothing else."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
 from chalicelib import config
 
-ROOT = Path(__file__).resolve().parents[2]
 READS_A_SECRET = {"APIHandler", "JwtAuthorizer", "SealAudit"}
 
 
-def test_the_extension_is_one_parameter_on_exactly_the_functions_that_read_a_secret():
-    template = yaml.safe_load((ROOT / "template.yaml").read_text())
+def test_the_extension_is_one_parameter_on_exactly_the_functions_that_read_a_secret(template):
     parameter = template["Parameters"]["SecretsExtensionLayerArn"]
     assert parameter["Default"] == ""
     assert template["Conditions"]["HasSecretsExtension"] == {
