@@ -438,7 +438,7 @@ def test_the_template_schedules_the_seal_with_a_parameter():
 
     import yaml
 
-    from tests.infrastructure.test_template import _Loader
+    from tests.infrastructure.conftest import _Loader
 
     text = (Path(__file__).resolve().parents[2] / "template.yaml").read_text()
     template = yaml.load(text, Loader=_Loader)  # noqa: S506 - safe loader subclass
