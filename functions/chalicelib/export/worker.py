@@ -1,0 +1,163 @@
+"""The export worker: one step of a bulk export job, as the export state machine invokes it.
+
+A step writes the job's resource types in order, file after file. A file is the next rows of a type in
+key order (at most ``FILE_MAX_RESOURCES``), read through a server-side cursor in batches, mapped to FHIR by
+``chalicelib.fhir.mapping`` (the one mapping) and streamed into an S3 multipart upload: neither the table
+nor the file is ever held in memory. Once the upload is complete, the file and the checkpoint after it
+(the last key written) are recorded in one transaction. A step stops, between files or cutting a file
+short, when its time budget runs low, and answers ``done: false``: the state machine invokes the next
+step, which resumes after the checkpoint. A step that crashes leaves at most an unrecorded file, which
+the next step writes again under the same name: nothing is exported twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chalicelib.domain.export import FILE_MAX_RESOURCES
+from chalicelib.observability import logger
+from chalicelib.repositories import export_jobs
+
+if TYPE_CHECKING:
+    from chalicelib.db import Database
+
+# Rows fetched from the cursor at a time, and the least time a step keeps in hand to finish a file.
+FETCH_ROWS = 2000
+MARGIN_SECONDS = 60.0
+ENDED = ("completed", "failed", "cancelled")
+
+
+class Upload(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def complete(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class ObjectStore(Protocol):
+    def upload(self, key: str) -> Upload: ...
+    def delete(self, keys: list[str]) -> None: ...
+
+
+def object_key(job_id: int, resource_type: str, part: int) -> str:
+    return f"exports/{job_id}/{resource_type}-{part}.ndjson"
+
+
+def _mapper(resource_type: str) -> Callable[[dict[str, Any]], dict]:
+    from chalicelib.fhir import mapping
+
+    if resource_type == "Patient":
+        return mapping.patient
+    if resource_type == "Encounter":
+        return mapping.encounter
+    return lambda values: mapping.medication_request(values, values["owner_patient_id"])
+
+
+@dataclass
+class ExportWorker:
+    db: Database
+    store: ObjectStore
+    file_max_resources: int = FILE_MAX_RESOURCES
+    fetch_rows: int = FETCH_ROWS
+    margin_seconds: float = MARGIN_SECONDS
+
+    def step(self, job_id: int, seconds_left: Callable[[], float]) -> bool:
+        """Write files until the job is done (True) or the time budget runs low (False)."""
+        with self.db.transaction() as tx:
+            job = export_jobs.get(tx, job_id)
+            if job is None or job.status in ENDED:
+                return True
+            export_jobs.mark_running(tx, job_id)
+        while True:
+            with self.db.transaction() as tx:
+                pending = {p.resource_type: p for p in export_jobs.progress(tx, job_id) if not p.done}
+            todo = [t for t in job.resource_types if t in pending]
+            if not todo:
+                return True
+            if seconds_left() < self.margin_seconds:
+                return False
+            if not self._write_file(job, pending[todo[0]], seconds_left):
+                return True  # the job was cancelled meanwhile
+
+    def _write_file(self, job: export_jobs.ExportJob, progress: export_jobs.Progress,
+                    seconds_left: Callable[[], float]) -> bool:
+        resource_type = progress.resource_type
+        to_fhir = _mapper(resource_type)
+        part = progress.parts + 1
+        key = object_key(job.job_id, resource_type, part)
+        upload: Upload | None = None
+        count, last_key, exhausted = 0, progress.last_key, False
+        dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+        try:
+            with self.db.transaction() as tx:
+                names = export_jobs.open_rows(tx, resource_type, job, progress.last_key, self.file_max_resources)
+                while True:
+                    rows = export_jobs.fetch_rows(tx, self.fetch_rows)
+                    if rows:
+                        if upload is None:
+                            upload = self.store.upload(key)
+                        lines = [dumps(to_fhir(dict(zip(names, row, strict=True)))) for row in rows]
+                        upload.write(("\n".join(lines) + "\n").encode())
+                        count += len(rows)
+                        last_key = rows[-1][0]
+                    if len(rows) < self.fetch_rows:
+                        # The cursor is spent: the type is done unless the file was cut at its size limit.
+                        exhausted = count < self.file_max_resources
+                        break
+                    if seconds_left() < self.margin_seconds:
+                        break  # cut the file short here; the next step resumes after last_key
+                if upload is not None:
+                    upload.complete()
+                current = export_jobs.get(tx, job.job_id, lock=True)
+                if current is None or current.status in ENDED:
+                    if upload is not None:
+                        self.store.delete([key])
+                    return False
+                export_jobs.record_file(tx, job.job_id, resource_type, part, key, count, last_key, exhausted)
+        except BaseException:
+            if upload is not None:
+                upload.abort()
+            raise
+        logger.info("export file written", extra={"export_job": job.job_id, "resource_type": resource_type,
+                                                  "part": part, "resources": count, "type_done": exhausted})
+        return True
+
+    def finish(self, job_id: int) -> str:
+        with self.db.transaction() as tx:
+            export_jobs.finish(tx, job_id, "completed", None)
+            job = export_jobs.get(tx, job_id)
+        return job.status if job else "missing"
+
+    def fail(self, job_id: int, reason: str) -> None:
+        with self.db.transaction() as tx:
+            export_jobs.finish(tx, job_id, "failed", reason)
+
+
+# --- the Lambda function's entry (functions/app.py: export_worker) --------------------------------------
+# Its actions, as the state machine sends them: {"action": "export", "jobId": N} -> {"jobId", "done"};
+# {"action": "finish", "jobId": N} -> {"jobId", "status"}; {"action": "fail", "jobId": N} -> {"jobId", "status"}.
+FAILED_REASON = "the export stopped on an error; start a new export"
+
+
+def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from chalicelib.api.dependencies import database
+    from chalicelib.export.aws import configured_files
+
+    job_id = int(event["jobId"])
+    store = configured_files()
+    if store is None:
+        raise RuntimeError("EXPORT_BUCKET is not set")
+    worker = ExportWorker(database(), store)
+    action = event.get("action", "export")
+    if action == "export":
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        seconds_left = (lambda: remaining() / 1000) if remaining else (lambda: float("inf"))
+        return {"jobId": job_id, "done": worker.step(job_id, seconds_left)}
+    if action == "finish":
+        return {"jobId": job_id, "status": worker.finish(job_id)}
+    if action == "fail":
+        worker.fail(job_id, FAILED_REASON)  # the cause stays in the execution's history, not in the job
+        return {"jobId": job_id, "status": "failed"}
+    raise ValueError("unknown export action")
