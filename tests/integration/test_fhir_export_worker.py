@@ -5,6 +5,7 @@ and a cancelled job's files gone."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import uuid
@@ -39,16 +40,16 @@ def fhir_model(resource_type: str):
     return FHIR_CLASSES[resource_type]
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """The emulator's S3 on a free port, and a private bucket in it."""
+@contextlib.contextmanager
+def emulator_s3(state_dir):
+    """The emulator's S3 on a free port, and a private bucket in it: (client, bucket)."""
     import boto3
     from botocore.config import Config
 
     if not stack.MINISTACK.exists():
         pytest.fail("ministack is not installed: run `make ministack` (make test does)")
     port = free_port()
-    service = stack.ministack(port, tmp_path_factory.mktemp("export-ministack"))
+    service = stack.ministack(port, state_dir)
     try:
         client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
                               aws_access_key_id="test", aws_secret_access_key="test",
@@ -58,6 +59,12 @@ def s3(tmp_path_factory):
         yield client, bucket
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with emulator_s3(tmp_path_factory.mktemp("export-ministack")) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")

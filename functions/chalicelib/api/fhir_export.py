@@ -1,0 +1,140 @@
+"""FHIR Bulk Data export (Bulk Data Access IG 2.0) under /fhir/R4: the kick-offs and the job's status URL.
+
+``GET /fhir/R4/$export`` and ``GET /fhir/R4/Patient/$export`` (with ``Prefer: respond-async``) are served
+through the FHIR route table's operation segments (API Gateway allows no ``$`` in a resource path): this
+module registers ``$export`` in ``fhir.SYSTEM_OPERATIONS`` and ``fhir.PATIENT_TYPE_OPERATIONS``. They answer
+``202`` with ``Content-Location``: the job's status URL, ``/fhir/R4/bulk-export/{jobId}``, declared here.
+Polling it answers ``202`` with ``X-Progress`` and ``Retry-After`` while the job runs, then ``200`` with the
+manifest, whose links download the NDJSON files from S3 for ``LINK_SECONDS``; ``DELETE`` cancels the job
+and deletes its files. Admins only; every error is an OperationOutcome.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from chalice import Response
+
+from chalicelib.api import fhir
+from chalicelib.api.routing import HttpRequest, QueryParam, RouteTable
+from chalicelib.domain import export
+from chalicelib.domain.errors import DomainError
+
+if TYPE_CHECKING:
+    from chalicelib.domain.export import ExportService
+
+routes = RouteTable()
+STATUS_PATH = f"{fhir.BASE}/bulk-export"
+_JOB_ID = {"jobId": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
+_MANIFEST = {
+    "type": "object",
+    "required": ["transactionTime", "request", "requiresAccessToken", "output", "error"],
+    "properties": {
+        "transactionTime": {"type": "string", "format": "date-time"},
+        "request": {"type": "string"},
+        "requiresAccessToken": {"type": "boolean"},
+        "output": {"type": "array", "items": {
+            "type": "object", "required": ["type", "url", "count"],
+            "properties": {"type": {"type": "string", "enum": list(export.RESOURCE_TYPES)},
+                           "url": {"type": "string"}, "count": {"type": "integer", "minimum": 0}},
+        }},
+        "error": {"type": "array"},
+    },
+}
+
+
+@lru_cache(maxsize=1)
+def export_service() -> ExportService:
+    from chalicelib.api.dependencies import database
+    from chalicelib.export.aws import configured_files, configured_runner
+
+    return export.ExportService(database(), configured_runner, configured_files)
+
+
+def base_url(request: HttpRequest) -> str:
+    """Where this API is reached, for the absolute URLs the IG asks for (the status URL, the manifest's
+    request): FHIR_BASE_URL's origin when configured, else the request's own host and API Gateway stage."""
+    from chalicelib import config
+
+    if config.FHIR_BASE_URL:
+        return config.FHIR_BASE_URL.removesuffix(fhir.BASE)
+    context = request.context
+    host = request.headers.get("host") or context.get("domainName") or "localhost"
+    scheme = request.headers.get("x-forwarded-proto") or ("http" if host.startswith(("127.", "localhost")) else "https")
+    path = context.get("path") or ""
+    stage = path[: path.find(fhir.BASE)] if fhir.BASE in path else ""
+    return f"{scheme}://{host}{stage}"
+
+
+def _kick_off(request: HttpRequest, level: str) -> Response:
+    asked = export.parse_request(level, request.query, request.headers.get("prefer"), request.idempotency_key())
+    try:
+        accepted = export_service().kick_off(request.caller, asked)
+    except export.ExportNotConfigured as exc:
+        return render_error(exc)
+    headers = {"Content-Location": f"{base_url(request)}{STATUS_PATH}/{accepted.job_id}"}
+    if accepted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return Response(body="", status_code=202, headers=headers)
+
+
+def fhir_export_system(request: HttpRequest) -> Response:
+    return _kick_off(request, export.LEVEL_SYSTEM)
+
+
+def fhir_export_patients(request: HttpRequest) -> Response:
+    return _kick_off(request, export.LEVEL_PATIENT)
+
+
+# The kick-off's query parameters (fhir.py refuses any other before the handler runs).
+EXPORT_QUERY = (
+    QueryParam("_outputFormat", {"type": "string", "enum": list(export.OUTPUT_FORMATS)},
+               "the files' format: NDJSON (the default, and the only one)"),
+    QueryParam("_since", {"type": "string", "format": "date-time"},
+               "a FHIR instant: only resources changed after it (by their last update)"),
+    QueryParam("_type", {"type": "string", "pattern": "^[A-Za-z]+(,[A-Za-z]+)*$"},
+               f"comma-separated subset of {', '.join(export.RESOURCE_TYPES)} (default: all)"),
+)
+fhir.SYSTEM_OPERATIONS["$export"] = fhir.Operation(
+    "$export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export", fhir_export_system, EXPORT_QUERY)
+fhir.PATIENT_TYPE_OPERATIONS["$export"] = fhir.Operation(
+    "$export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export", fhir_export_patients,
+    EXPORT_QUERY)
+
+
+def render_error(error: DomainError) -> Response:
+    """An OperationOutcome, as on the whole FHIR API; with the export's own two statuses."""
+    from chalicelib.fhir import mapping
+
+    if isinstance(error, export.ExportNotConfigured):
+        return fhir.fhir_response(mapping.operation_outcome(501, error.detail), 501)
+    if isinstance(error, export.ExportFailed):
+        return fhir.fhir_response(mapping.operation_outcome(500, error.detail), 500)
+    return fhir.render_error(error)
+
+
+@routes.route("GET", f"{STATUS_PATH}/{{jobId}}", tag="fhir", scope="read", path_schemas=_JOB_ID,
+              summary="A bulk export job's status: 202 with X-Progress while it runs, then 200 with the manifest "
+                      f"(links valid {export.LINK_SECONDS} s; read it again for fresh ones)",
+              response_schema=_MANIFEST, errors=(202, 403, 404, 500, 501), error_renderer=render_error,
+              error_schema="OperationOutcome")
+def fhir_export_status(request: HttpRequest) -> Response:
+    result = export_service().status(request.caller, request.path_id("jobId"), base_url(request))
+    if isinstance(result, export.Running):
+        return Response(body="", status_code=202, headers={
+            "X-Progress": result.progress, "Retry-After": str(export.POLL_AFTER_SECONDS)})
+    expires = datetime.now(UTC) + timedelta(seconds=export.LINK_SECONDS)
+    return Response(body=json.dumps(result.as_json(), separators=(",", ":")), status_code=200,
+                    headers={"Content-Type": "application/json", "Expires": format_datetime(expires, usegmt=True)})
+
+
+@routes.route("DELETE", f"{STATUS_PATH}/{{jobId}}", tag="fhir", scope="read", path_schemas=_JOB_ID,
+              summary="Cancel a bulk export job and delete its files (its status URL then answers 404)",
+              status=202, errors=(403, 404), error_renderer=render_error, error_schema="OperationOutcome")
+def fhir_export_cancel(request: HttpRequest) -> Response:
+    export_service().cancel(request.caller, request.path_id("jobId"))
+    return Response(body="", status_code=202, headers={})
