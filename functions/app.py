@@ -53,6 +53,16 @@ def refresh_status(event, context):
     return tasks.refresh_status(event)
 
 
+# --- the FHIR bulk export's worker (state_machines/bulk_export.asl.json; chalicelib/export/worker.py) ------
+
+
+@app.lambda_function(name="export_worker")
+def export_worker(event, context):
+    from chalicelib.export import worker  # only this function exports: the API's cold start skips it
+
+    return worker.handle(event, context)
+
+
 # --- the audit trail's seal (migration 0005; `make verify-audit` checks it) -----------------------------
 # The rate is the template's AuditSealSchedule parameter (infra/template.merge.yaml), whose default is this one
 # (tests/integration/test_audit_seal.py holds the two together).

@@ -18,7 +18,7 @@ def test_database_url_becomes_an_rds_style_secret():
 def test_deployable_template_points_at_the_uploaded_bundle_and_inlines_the_state_machine():
     template = json.loads(deploy.deployable_template("deployment-abc.zip"))
     functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Serverless::Function"]
-    assert len(functions) == 5  # API, authorizer, the refresh tasks, the audit sealer
+    assert len(functions) == 6  # API, authorizer, the refresh tasks, the audit sealer, the export worker
     assert {f["Properties"]["CodeUri"] for f in functions} == {f"s3://{deploy.BUCKET}/deployment-abc.zip"}
     machine = template["Resources"]["RefreshStateMachine"]["Properties"]
     assert "DefinitionUri" not in machine and machine["Definition"]["StartAt"] == "StartFlowRun"

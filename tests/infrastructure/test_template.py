@@ -64,6 +64,7 @@ SECRETS = {
     "JwtAuthorizer": ("JwtSecretArn", "JWT_SECRET_ARN", "HasJwtSecret"),  # none when only OIDC is configured
     "StartRefresh": None,
     "RefreshStatus": None,
+    "ExportWorker": ("DatabaseSecretArn", "DATABASE_SECRET_ARN", None),
 }
 ENI_ACTIONS = {"ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
                "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"}
@@ -164,7 +165,11 @@ def test_each_policy_grants_only_what_its_function_uses(template, function):
     assert [c for c, _ in proxy] == (["UsesDatabaseProxy"] if SECRETS[function] and
                                      SECRETS[function][0] == "DatabaseSecretArn" else [])
 
-    assert len(statements) == len(logs) + len(secrets) + len(network) + len(traces) + len(proxy), \
+    # The bulk export's state machine and bucket (checked statement by statement in test_fhir_export_template.py)
+    export = [(c, s) for c, s in statements if any(a.split(":")[0] in ("states", "s3") for a in _actions(s))]
+    assert bool(export) is (function in ("APIHandler", "ExportWorker"))
+
+    assert len(statements) == len(logs) + len(secrets) + len(network) + len(traces) + len(proxy) + len(export), \
         "a statement nobody asked for"
 
 

@@ -11,9 +11,9 @@ import pytest
 from chalicelib import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
-FUNCTIONS = ("APIHandler", "JwtAuthorizer", "StartRefresh", "RefreshStatus", "SealAudit")
+FUNCTIONS = ("APIHandler", "JwtAuthorizer", "StartRefresh", "RefreshStatus", "SealAudit", "ExportWorker")
 ROLES = {"APIHandler": "ApiHandlerRole", "JwtAuthorizer": "JwtAuthorizerRole", "StartRefresh": "StartRefreshRole",
-         "RefreshStatus": "RefreshStatusRole", "SealAudit": "SealAuditRole"}
+         "RefreshStatus": "RefreshStatusRole", "SealAudit": "SealAuditRole", "ExportWorker": "ExportWorkerRole"}
 NOTIFIES = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
 
 

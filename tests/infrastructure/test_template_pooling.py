@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FUNCTIONS = ("APIHandler", "JwtAuthorizer", "StartRefresh", "RefreshStatus", "SealAudit")
-DATABASE_FUNCTIONS = ("APIHandler", "SealAudit")
+FUNCTIONS = ("APIHandler", "JwtAuthorizer", "StartRefresh", "RefreshStatus", "SealAudit", "ExportWorker")
+DATABASE_FUNCTIONS = ("APIHandler", "SealAudit", "ExportWorker")
 
 
 def test_the_template_defaults_are_the_facts_the_code_defines(template):

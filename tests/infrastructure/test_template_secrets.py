@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from chalicelib import config
 
-READS_A_SECRET = {"APIHandler", "JwtAuthorizer", "SealAudit"}
+READS_A_SECRET = {"APIHandler", "JwtAuthorizer", "SealAudit", "ExportWorker"}
 
 
 def test_the_extension_is_one_parameter_on_exactly_the_functions_that_read_a_secret(template):

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from chalicelib.domain.export import ExportService
 
 routes = RouteTable()
-STATUS_PATH = f"{fhir.BASE}/bulk-export"
+STATUS_SEGMENT = "/bulk-export"  # under the FHIR base: /fhir/R4/bulk-export/{jobId}
+STATUS_PATH = f"{fhir.BASE}{STATUS_SEGMENT}"
 _JOB_ID = {"jobId": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
 _MANIFEST = {
     "type": "object",
@@ -55,19 +56,12 @@ def export_service() -> ExportService:
     return export.ExportService(database(), configured_runner, configured_files)
 
 
-def base_url(request: HttpRequest) -> str:
-    """Where this API is reached, for the absolute URLs the IG asks for (the status URL, the manifest's
-    request): FHIR_BASE_URL's origin when configured, else the request's own host and API Gateway stage."""
-    from chalicelib import config
+def _fhir_base(request: HttpRequest) -> str:
+    """The FHIR API's absolute base URL (FHIR_BASE_URL, or the request's host and stage): the IG asks for
+    absolute URLs in Content-Location and the manifest."""
+    from chalicelib.fhir import rest
 
-    if config.FHIR_BASE_URL:
-        return config.FHIR_BASE_URL.removesuffix(fhir.BASE)
-    context = request.context
-    host = request.headers.get("host") or context.get("domainName") or "localhost"
-    scheme = request.headers.get("x-forwarded-proto") or ("http" if host.startswith(("127.", "localhost")) else "https")
-    path = context.get("path") or ""
-    stage = path[: path.find(fhir.BASE)] if fhir.BASE in path else ""
-    return f"{scheme}://{host}{stage}"
+    return rest.base_url(request)
 
 
 def _kick_off(request: HttpRequest, level: str) -> Response:
@@ -76,7 +70,7 @@ def _kick_off(request: HttpRequest, level: str) -> Response:
         accepted = export_service().kick_off(request.caller, asked)
     except export.ExportNotConfigured as exc:
         return render_error(exc)
-    headers = {"Content-Location": f"{base_url(request)}{STATUS_PATH}/{accepted.job_id}"}
+    headers = {"Content-Location": f"{_fhir_base(request)}{STATUS_SEGMENT}/{accepted.job_id}"}
     if accepted.replayed:
         headers["Idempotent-Replayed"] = "true"
     return Response(body="", status_code=202, headers=headers)
@@ -123,7 +117,7 @@ def render_error(error: DomainError) -> Response:
               response_schema=_MANIFEST, errors=(202, 403, 404, 500, 501), error_renderer=render_error,
               error_schema="OperationOutcome")
 def fhir_export_status(request: HttpRequest) -> Response:
-    result = export_service().status(request.caller, request.path_id("jobId"), base_url(request))
+    result = export_service().status(request.caller, request.path_id("jobId"), _fhir_base(request))
     if isinstance(result, export.Running):
         return Response(body="", status_code=202, headers={
             "X-Progress": result.progress, "Retry-After": str(export.POLL_AFTER_SECONDS)})

@@ -174,7 +174,6 @@ class Manifest:
     transaction_time: datetime
     request: str
     output: list[OutputFile] = field(default_factory=list)
-    expires_at: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -186,17 +185,18 @@ class Manifest:
         }
 
 
-def request_url(base_url: str, job: ExportJob) -> str:
-    """The kick-off request as the manifest's ``request``: rebuilt from what was stored, not echoed."""
+def request_url(fhir_base: str, job: ExportJob) -> str:
+    """The kick-off request as the manifest's ``request`` (``fhir_base``: the FHIR API's absolute base URL),
+    rebuilt from what was stored rather than echoed."""
     from urllib.parse import urlencode
 
-    path = "/fhir/R4/$export" if job.level == LEVEL_SYSTEM else "/fhir/R4/Patient/$export"
+    path = "/$export" if job.level == LEVEL_SYSTEM else "/Patient/$export"
     params: dict[str, str] = {}
     if job.resource_types != RESOURCE_TYPES:
         params["_type"] = ",".join(job.resource_types)
     if job.since is not None:
         params["_since"] = job.since.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return base_url + path + (f"?{urlencode(params, safe=',:')}" if params else "")
+    return fhir_base + path + (f"?{urlencode(params, safe=',:')}" if params else "")
 
 
 class ExportService:
@@ -265,7 +265,7 @@ class ExportService:
             raise NotFound(f"bulk export job {job_id} does not exist")
         return job
 
-    def status(self, caller: Caller, job_id: int, base_url: str) -> Running | Manifest:
+    def status(self, caller: Caller, job_id: int, fhir_base: str) -> Running | Manifest:
         self._admin_only(caller)
         with self._db.transaction() as tx:
             job = self._own_job(tx, caller, job_id)
@@ -278,7 +278,7 @@ class ExportService:
         if files is None:
             raise ExportNotConfigured("this deployment has no export bucket")
         output = [OutputFile(f.resource_type, files.link(f.object_key, LINK_SECONDS), f.resources) for f in stored]
-        return Manifest(job.transaction_time, request_url(base_url, job), output)
+        return Manifest(job.transaction_time, request_url(fhir_base, job), output)
 
     def cancel(self, caller: Caller, job_id: int) -> None:
         """Stop the job and delete its files; a cancelled job no longer exists for its caller."""
