@@ -42,6 +42,15 @@ IAM_TOKEN_LIFETIME_SECONDS = 900
 IAM_TOKEN_RENEW_MARGIN_SECONDS = 180
 _LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
+# FHIR: the identifier system of a Thai national ID (FHIR Patient.identifier.system). HL7 registers none for
+# it, so the default is this product's own URI; an operator sets their jurisdiction's (e.g. the national
+# exchange's implementation guide) in FHIR_NATIONAL_ID_SYSTEM.
+DEFAULT_FHIR_NATIONAL_ID_SYSTEM = "urn:medical-records:sid:th-national-id"
+FHIR_NATIONAL_ID_SYSTEM = os.environ.get("FHIR_NATIONAL_ID_SYSTEM") or DEFAULT_FHIR_NATIONAL_ID_SYSTEM
+# The public base of the FHIR API (e.g. https://api.example.org/fhir/R4), for the absolute URLs in Bundles;
+# unset, it is derived from each request (its Host and API Gateway stage).
+FHIR_BASE_URL = (os.environ.get("FHIR_BASE_URL") or "").rstrip("/") or None
+
 
 class ConfigurationError(RuntimeError):
     pass

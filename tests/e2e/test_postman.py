@@ -57,13 +57,15 @@ def _app_routes() -> set[tuple[str, str]]:
 
 
 def _template_of(method: str, path: str, routes: set[tuple[str, str]]) -> tuple[str, str] | None:
-    """The route (method, template) a concrete request path is served by."""
+    """The route (method, template) a concrete request path is served by: as API Gateway picks it, a literal
+    segment wins over a variable one (/fhir/R4/metadata over /fhir/R4/{operation})."""
+    matches = []
     for route_method, template in routes:
         pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part)
                           for part in re.split(r"(\{[^}]+\})", template))
         if route_method == method and re.fullmatch(pattern, path):
-            return route_method, template
-    return None
+            matches.append((route_method, template))
+    return max(matches, key=lambda route: [not part.startswith("{") for part in route[1].split("/")], default=None)
 
 
 def test_the_postman_collection_passes_and_covers_every_route(deployed, tmp_path):

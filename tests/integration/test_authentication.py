@@ -22,7 +22,8 @@ from chalicelib.api import auth
 from chalicelib.config import get_settings
 from tests.helpers import Reply
 
-PUBLIC = {("/health", "GET"), ("/openapi.json", "GET")}
+# The FHIR CapabilityStatement is public too: FHIR clients read it before they have a token.
+PUBLIC = {("/health", "GET"), ("/openapi.json", "GET"), ("/fhir/R4/metadata", "GET")}
 PROBLEM_JSON = "application/problem+json"
 OTHER_SECRET = "not-the-api-secret-" + "x" * 64
 
@@ -248,7 +249,12 @@ def test_token_without_the_route_scope_is_403(client, path, method):
         reply = call(client, method, concrete(path), f"Bearer {token}")
         assert reply.status == 403, reply.text
         content_type = reply.headers["content-type"].split(";")[0].strip()
-        if spec.error_renderer is None:
+        if spec.error_schema == "OperationOutcome":  # FHIR answers errors as OperationOutcomes
+            assert content_type == spec.media_type
+            outcome = reply.json
+            assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "forbidden"
+            assert spec.scope in outcome["issue"][0]["diagnostics"]
+        elif spec.error_renderer is None:
             assert content_type == PROBLEM_JSON
             problem = reply.json
             assert problem["status"] == 403 and problem["title"] and problem["type"]

@@ -18,7 +18,7 @@ from chalicelib.api import auth
 from chalicelib.api.meta import ALL_ROUTES, openapi_document
 from chalicelib.domain import models
 
-PUBLIC = {("/health", "GET"), ("/openapi.json", "GET")}
+PUBLIC = {("/health", "GET"), ("/openapi.json", "GET"), ("/fhir/R4/metadata", "GET")}
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 REF = "#/components/schemas/{model}"
 
@@ -309,7 +309,9 @@ def test_error_responses_use_the_surface_error_shape(document):
             if int(code) < 400 or code in ("401", "429"):  # answered by API Gateway itself
                 continue
             content = response["content"]
-            if spec.error_renderer is None:
+            if spec.error_schema is not None:  # FHIR: an OperationOutcome, as FHIR JSON
+                assert content == {spec.media_type: {"schema": {"$ref": REF.format(model=spec.error_schema)}}}, key
+            elif spec.error_renderer is None:
                 assert content == {"application/problem+json": {"schema": {"$ref": REF.format(model="Problem")}}}, key
             else:
                 assert content == {"application/json": {"schema": {"$ref": REF.format(model="LegacyError")}}}, key

@@ -49,7 +49,8 @@ _HEADERS: dict[str, tuple[dict[str, Any], str]] = {
 }
 _STATUS_TEXT = {
     200: "OK", 201: "Created", 204: "No content", 400: "Invalid request", 401: "Not authenticated",
-    403: "Missing scope, or not allowed on this patient", 404: "Not found", 409: "Conflict", 410: "Deleted",
+    403: "Missing scope, or not allowed on this patient", 404: "Not found", 406: "Not acceptable (FHIR: JSON only)",
+    409: "Conflict", 410: "Deleted",
     412: "Stale version", 413: "Request body too large", 415: "Not JSON in UTF-8", 422: "Idempotency key reused",
     429: "Too many requests (API Gateway throttling)", 500: "Internal error (safe to retry)",
     503: "Database unavailable (retry after the Retry-After seconds)",
@@ -67,6 +68,9 @@ def build_document(tables: list[RouteTable], *, title: str, version: str) -> dic
         ref_template="#/components/schemas/{model}",
     )
     components = schema.get("$defs", {})
+    for table in tables:
+        if table.components is not None:
+            components.update(table.components())
     components["Problem"] = _PROBLEM
     components["LegacyError"] = _LEGACY_ERROR
     components["GatewayError"] = _GATEWAY_ERROR
@@ -150,9 +154,9 @@ def error_statuses(spec: RouteSpec) -> set[int]:
 
 def _responses(spec: RouteSpec, specs: list[RouteSpec]) -> dict[str, Any]:
     success: dict[str, Any] = {"description": _STATUS_TEXT.get(spec.status, "OK")}
-    schema = _ref(spec.response) if spec.response is not None else spec.response_schema
+    schema = _ref(spec.response) if spec.response is not None else spec.response_body_schema()
     if schema is not None and spec.status != 204:
-        success["content"] = {"application/json": {"schema": schema}}
+        success["content"] = {spec.media_type: {"schema": schema}}
     links = _links(spec, specs)
     if links:
         success["links"] = links
@@ -163,6 +167,8 @@ def _responses(spec: RouteSpec, specs: list[RouteSpec]) -> dict[str, Any]:
         if legacy
         else {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     )
+    if spec.error_schema is not None:
+        error_content = {spec.media_type: {"schema": {"$ref": f"#/components/schemas/{spec.error_schema}"}}}
     gateway_content = {"application/json": {"schema": {"$ref": "#/components/schemas/GatewayError"}}}
     for code in sorted(error_statuses(spec)):
         content = gateway_content if code in _GATEWAY_STATUSES else error_content

@@ -82,12 +82,15 @@ class RouteSpec:
     query: tuple[QueryParam, ...] = ()
     headers: tuple[str, ...] = ()          # request headers the route honours (If-Match, Idempotency-Key)
     errors: tuple[int, ...] = ()
-    response_schema: dict[str, Any] | None = None  # for legacy shapes not modelled as classes
+    # For shapes not modelled as classes (legacy, FHIR); a function is called only when the document is built.
+    response_schema: dict[str, Any] | Callable[[], dict[str, Any]] | None = None
     # Likewise, for legacy request bodies; a function is called only when the OpenAPI document is built, so
     # a cold start does not pay for JSON schemas it never serves.
     request_schema: dict[str, Any] | Callable[[], dict[str, Any]] | None = None
     error_renderer: Callable[[DomainError], Response] | None = None  # default: problem+json
     path_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)  # default: a resource id
+    media_type: str = "application/json"   # of the success answer (FHIR: application/fhir+json)
+    error_schema: str | None = None        # the component of error bodies (default: Problem, or LegacyError)
 
     @property
     def operation_id(self) -> str:
@@ -96,10 +99,15 @@ class RouteSpec:
     def request_body_schema(self) -> dict[str, Any] | None:
         return self.request_schema() if callable(self.request_schema) else self.request_schema
 
+    def response_body_schema(self) -> dict[str, Any] | None:
+        return self.response_schema() if callable(self.response_schema) else self.response_schema
+
 
 @dataclass
 class RouteTable:
     routes: list[RouteSpec] = field(default_factory=list)
+    # Schemas the table's routes refer to by name (#/components/schemas/...), built with the document only.
+    components: Callable[[], dict[str, dict[str, Any]]] | None = None
 
     def route(self, method: str, path: str, **kwargs: Any) -> Callable:
         def register(handler: Callable[[HttpRequest], Response]) -> Callable:
@@ -141,6 +149,16 @@ class HttpRequest:
 
     def path_str(self, name: str) -> str:
         return (self._request.uri_params or {}).get(name, "")
+
+    def query_values(self, name: str) -> list[str]:
+        """Every value of a query parameter (a repeated parameter has several)."""
+        params = self._request.query_params
+        return list(params.getlist(name)) if params and name in params else []
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """API Gateway's request context (domain, stage, path as the client sent it)."""
+        return self._request.context or {}
 
     def subject(self, name: str) -> str:
         """A token subject named in the path (percent-decoded once: the pattern admits no "%")."""

@@ -71,12 +71,21 @@ class PageRequest:
 class Page:
     items: list[Any]
     next_after: int | None
+    owners: list[int] = field(default_factory=list)  # the patient each item belongs to (same order)
 
 
 @dataclass(frozen=True)
 class Created:
     resource: Any
     replayed: bool
+
+
+@dataclass(frozen=True)
+class Owned:
+    """A resource (or a kept version) with the patient it belongs to, for surfaces that name the patient."""
+
+    resource: Any
+    patient_id: int
 
 
 @dataclass
@@ -212,26 +221,36 @@ class ResourceService:
     # -- reads ----------------------------------------------------------------------------------
 
     def get(self, caller: Caller, key: int) -> Any:
+        return self.get_owned(caller, key).resource
+
+    def get_owned(self, caller: Caller, key: int) -> Owned:
         with self._unit(caller, "read", self.resource, key) as (tx, note):
             row = self._get_checked(tx, caller, note, key, write=False)
-            return self.to_model(_live(row, self.resource, key))
+            return Owned(self.to_model(_live(row, self.resource, key)), row.patient_id)
 
-    def history(self, caller: Caller, key: int, page: PageRequest) -> Page:
-        """The kept versions, oldest first; readable once deleted too (the history outlives the row)."""
+    def history(self, caller: Caller, key: int, page: PageRequest, *, newest_first: bool = False) -> Page:
+        """The kept versions, oldest first (or newest first: ``page.after`` is then the version to go below);
+        readable once deleted too (the history outlives the row)."""
         with self._unit(caller, "read_history", self.resource, key) as (tx, note):
-            self._get_checked(tx, caller, note, key, write=False)
-            versions = self.history_repository.list(tx, key, after=page.after, limit=page.limit + 1)
+            row = self._get_checked(tx, caller, note, key, write=False)
+            versions = self.history_repository.list(
+                tx, key, after=page.after, limit=page.limit + 1, newest_first=newest_first
+            )
             has_more = len(versions) > page.limit
             versions = versions[: page.limit]
-            return Page([self._version(v) for v in versions], versions[-1].version if has_more else None)
+            items = [self._version(v) for v in versions]
+            return Page(items, versions[-1].version if has_more else None, [row.patient_id] * len(items))
 
     def version(self, caller: Caller, key: int, version: int) -> Any:
+        return self.version_owned(caller, key, version).resource
+
+    def version_owned(self, caller: Caller, key: int, version: int) -> Owned:
         with self._unit(caller, "read_history", self.resource, key) as (tx, note):
-            self._get_checked(tx, caller, note, key, write=False)
+            row = self._get_checked(tx, caller, note, key, write=False)
             found = self.history_repository.get(tx, key, version)
             if found is None:
                 raise NotFound(f"{self.resource} {key} has no version {version}")
-            return self._version(found)
+            return Owned(self._version(found), row.patient_id)
 
     def _version(self, stored: StoredVersion) -> Any:
         return self._version_model.model_construct(
@@ -266,7 +285,24 @@ class ResourceService:
             rows = rows[: page.limit]
             note.patient_ids.extend(r.patient_id for r in rows)
             next_after = rows[-1].values[self.table.key] if has_more else None
-            return Page([self.to_model(r) for r in rows], next_after)
+            return Page([self.to_model(r) for r in rows], next_after, [r.patient_id for r in rows])
+
+    def list_for_patient(self, caller: Caller, patient_id: int, page: PageRequest) -> Page:
+        """A page of the live rows of one patient (a visit's prescriptions across all their visits, say),
+        audited like a list under a parent."""
+        owner = self
+        while owner.parent is not None:
+            owner = owner.parent
+        with self._unit(caller, "list", f"{owner.resource}.{self.resource}", patient_id) as (tx, note):
+            row = owner._get_checked(tx, caller, note, patient_id, write=False)
+            _live(row, owner.resource, patient_id)
+            rows = self.repository.list_live(
+                tx, after=page.after, limit=page.limit + 1, visibility=access.Visibility(patient_id=patient_id)
+            )
+            has_more = len(rows) > page.limit
+            rows = rows[: page.limit]
+            next_after = rows[-1].values[self.table.key] if has_more else None
+            return Page([self.to_model(r) for r in rows], next_after, [r.patient_id for r in rows])
 
     # -- writes ---------------------------------------------------------------------------------
 

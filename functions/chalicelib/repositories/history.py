@@ -45,10 +45,17 @@ class HistoryRepository:
         values = dict(zip(self.table.columns, raw[5:5 + n], strict=True))
         return StoredVersion(raw[0], raw[1], raw[2], raw[3], list(raw[4]), values, bool(raw[5 + n]))
 
-    def list(self, tx: Transaction, key: int, *, after: int | None, limit: int) -> list[StoredVersion]:
-        """Versions in order, oldest first, after version ``after``."""
-        sql = f"{self._select} AND v.version > %s ORDER BY v.version LIMIT %s"
-        return [self._version(r) for r in tx.fetchall(sql, (self.table.resource, key, after or 0, limit))]
+    def list(
+        self, tx: Transaction, key: int, *, after: int | None, limit: int, newest_first: bool = False
+    ) -> list[StoredVersion]:
+        """Versions in order, oldest first, after version ``after``; or newest first, below version ``after``."""
+        if newest_first:
+            sql = f"{self._select} AND v.version < %s ORDER BY v.version DESC LIMIT %s"
+            bound = after if after is not None else 2**31 - 1
+        else:
+            sql = f"{self._select} AND v.version > %s ORDER BY v.version LIMIT %s"
+            bound = after or 0
+        return [self._version(r) for r in tx.fetchall(sql, (self.table.resource, key, bound, limit))]
 
     def get(self, tx: Transaction, key: int, version: int) -> StoredVersion | None:
         raw = tx.fetchone(f"{self._select} AND v.version = %s", (self.table.resource, key, version))
