@@ -90,6 +90,10 @@ bench-pipeline-10m: $(STAMP) ## first load + 1% refresh at 10,000,000 prescripti
 	timeout --signal=TERM $${MINUTES:-90}m $(PY) bench/pipeline_refresh.py --prescriptions 10000000 \
 		--scenario one-percent --report-name pipeline_refresh_10m
 
+.PHONY: bench-export
+bench-export: $(STAMP) $(MINISTACK_STAMP) ## FHIR bulk export of 100,000 and 1,000,000 prescriptions next to COPY, memory sampled (≈ 5 min; SIZES=20000,100000 to try)
+	$(PY) bench/bulk_export.py --sizes $${SIZES:-100000,1000000}
+
 .PHONY: bench-load bench-soak
 bench-load: $(STAMP) $(MINISTACK_STAMP) ## load test, 1→64 clinicians, make run and make up, with and without PgBouncer (≈ 25 min; TARGETS=run STEP_SECONDS=5 to try)
 	$(PY) bench/load_test.py steps --targets $${TARGETS:-run,run+pooler,up,up+pooler} --step-seconds $${STEP_SECONDS:-20}

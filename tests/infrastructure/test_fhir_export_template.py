@@ -43,18 +43,29 @@ def test_the_state_machine_runs_the_worker_and_is_well_formed(template):
     assert machine["Policies"] == [{"LambdaInvokePolicy": {"FunctionName": {"Ref": "ExportWorker"}}}]
     definition = json.loads((ROOT / machine["DefinitionUri"]).read_text())
     assert set(re.findall(r"\$\{(\w+)\}", json.dumps(definition))) == set(machine["DefinitionSubstitutions"])
-    states = definition["States"]
-    for name, state in states.items():
-        targets = [state.get("Next"), state.get("Default"), *(c["Next"] for c in state.get("Choices", [])),
-                   *(c["Next"] for c in state.get("Catch", []))]
-        assert all(t is None or t in states for t in targets), name
-        if state["Type"] == "Task":
-            assert state["Retry"], f"{name} has no retries"
-    # Every step the worker runs is an action it handles; a failure after the retries marks the job failed.
-    actions = {s["Parameters"]["Payload"]["action"] for s in states.values() if s["Type"] == "Task"}
-    assert actions == {"export", "finish", "fail"}
-    assert states["ExportStep"]["Catch"][0]["Next"] == "MarkFailed"
-    assert "CausePath" not in states["ExportFailed"]  # a fixed cause: no error text in the execution's output
+    tasks = {}
+    levels = [definition]
+    while levels:
+        level = levels.pop()
+        states = level["States"]
+        assert level["StartAt"] in states
+        for name, state in states.items():
+            targets = [state.get("Next"), state.get("Default"), *(c["Next"] for c in state.get("Choices", [])),
+                       *(c["Next"] for c in state.get("Catch", []))]
+            assert all(t is None or t in states for t in targets), name
+            if state["Type"] == "Task":
+                assert state["Retry"], f"{name} has no retries"
+                tasks[name] = state
+            if state["Type"] == "Map":
+                levels.append(state["Iterator"])
+    # Every step is an action the worker handles; the types run side by side, one step loop each, and a
+    # failure after the retries marks the job failed.
+    assert {t["Parameters"]["Payload"]["action"] for t in tasks.values()} == {"export", "finish", "fail"}
+    types = definition["States"]["ExportTypes"]
+    assert types["Type"] == "Map" and types["MaxConcurrency"] == len(export.RESOURCE_TYPES)
+    assert tasks["ExportStep"]["Parameters"]["Payload"]["resourceType.$"] == "$.resourceType"
+    assert types["Catch"][0]["Next"] == "MarkFailed"
+    assert "CausePath" not in definition["States"]["ExportFailed"]  # a fixed cause, no error text in the output
 
 
 def test_the_api_may_only_start_and_stop_this_machine_and_link_and_delete_its_files(template):

@@ -33,7 +33,8 @@ class SteppedRunner:
         self.started: list[int] = []
         self.stopped: list[str] = []
 
-    def start(self, job_id: int) -> str:
+    def start(self, job_id: int, resource_types) -> str:
+        assert list(resource_types)
         self.started.append(job_id)
         return f"arn:aws:states:us-east-1:000000000000:execution:bulk-export:export-{job_id}"
 

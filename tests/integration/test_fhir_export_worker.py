@@ -275,7 +275,8 @@ class RecordingRunner:
         self.started: list[int] = []
         self.stopped: list[str] = []
 
-    def start(self, job_id: int) -> str:
+    def start(self, job_id: int, resource_types) -> str:
+        assert list(resource_types)
         self.started.append(job_id)
         return f"arn:aws:states:us-east-1:000000000000:execution:bulk-export:export-{job_id}"
 
@@ -299,3 +300,31 @@ def test_the_worker_streams_through_a_server_side_cursor(db, owner, s3):
 
     run_to_end(ExportWorker(db, Watching(s3[1], s3[0]), fetch_rows=7), job.job_id)
     assert ("idle in transaction", "FETCH FORWARD 7 FROM bulk_export_rows") in seen
+
+
+def test_the_types_written_side_by_side_as_the_state_machine_runs_them(db, owner, s3):
+    """One step loop per type, concurrently (the state machine's Map); the job is done when all are."""
+    import threading
+
+    job = new_job(db)
+    worker = ExportWorker(db, S3ExportFiles(s3[1], s3[0]), file_max_resources=35, fetch_rows=10)
+    errors = []
+
+    def loop(resource_type: str) -> None:
+        try:
+            while not worker.step(job.job_id, lambda: float("inf"), resource_type):
+                pass
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(t,)) for t in export_domain.RESOURCE_TYPES]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    with db.transaction() as tx:
+        assert all(p.done for p in export_jobs.progress(tx, job.job_id))
+    resources = exported(db, s3, job.job_id)
+    assert {t: len(r) for t, r in resources.items()} == live_counts(owner, job.transaction_time)
+    assert all(len({r["id"] for r in items}) == len(items) for items in resources.values())

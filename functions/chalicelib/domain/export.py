@@ -63,7 +63,7 @@ class ExportFailed(DomainError):
 
 
 class ExportRunner(Protocol):
-    def start(self, job_id: int) -> str:
+    def start(self, job_id: int, resource_types: Sequence[str]) -> str:
         """Start the job's run; return its handle (an execution ARN). Starting twice starts it once."""
 
     def stop(self, handle: str) -> None:
@@ -245,12 +245,12 @@ class ExportService:
                 self._audit(tx, caller, job_id=job_id, outcome="success", reason=None)
         assert job_id is not None
         if not replayed:
-            self._start(runner, job_id)
+            self._start(runner, job_id, request.resource_types)
         return Accepted(job_id, replayed)
 
-    def _start(self, runner: ExportRunner, job_id: int) -> None:
+    def _start(self, runner: ExportRunner, job_id: int, resource_types: Sequence[str]) -> None:
         try:
-            handle = runner.start(job_id)
+            handle = runner.start(job_id, resource_types)
         except Exception:
             with self._db.transaction() as tx:
                 export_jobs.finish(tx, job_id, "failed", "the export could not be started")

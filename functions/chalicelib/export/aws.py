@@ -120,13 +120,14 @@ class StepFunctionsRunner:
     def _sfn(self) -> Any:
         return self.client or _client("stepfunctions")
 
-    def start(self, job_id: int) -> str:
+    def start(self, job_id: int, resource_types: list[str] | tuple[str, ...]) -> str:
         import json
 
         name = f"export-{job_id}"
         try:
             return self._sfn.start_execution(stateMachineArn=self.state_machine_arn, name=name,
-                                             input=json.dumps({"jobId": job_id}))["executionArn"]
+                                             input=json.dumps({"jobId": job_id, "types": list(resource_types)}),
+                                             )["executionArn"]
         except self._sfn.exceptions.ExecutionAlreadyExists:
             arn = self.state_machine_arn.replace(":stateMachine:", ":execution:")
             return f"{arn}:{name}"

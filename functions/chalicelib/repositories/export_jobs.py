@@ -172,7 +172,7 @@ def files(tx: Transaction, job_id: int) -> list[StoredFile]:
 
 # --- the rows an export reads: live resources changed in (since, transaction time], in key order ---------
 
-def _source_sql() -> dict[str, tuple[str, tuple[str, ...]]]:
+def source_queries() -> dict[str, tuple[str, tuple[str, ...]]]:
     """Per FHIR type: the query (after a key, up to a limit) and the names of the columns it returns. The
     column lists come from the repositories' table definitions: the export reads what the API reads."""
     from chalicelib.repositories.tables import MEDICAL_RECORD, PATIENT, PRESCRIPTION
@@ -204,7 +204,7 @@ EXPORT_CURSOR = "bulk_export_rows"
 
 def open_rows(tx: Transaction, resource_type: str, job: ExportJob, after: int, limit: int) -> tuple[str, ...]:
     """Declare the server-side cursor over the next rows of ``resource_type``; returns the column names."""
-    sql, names = _source_sql()[resource_type]
+    sql, names = source_queries()[resource_type]
     tx.execute(
         f"DECLARE {EXPORT_CURSOR} NO SCROLL CURSOR FOR {sql}",
         {"after": after, "until": job.transaction_time, "since": job.since, "limit": limit},
