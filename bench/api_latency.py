@@ -55,6 +55,7 @@ for _path in (ROOT / "functions", ROOT):
         sys.path.insert(0, str(_path))
 
 from bench.harness import app_database, run_in_scratch, write_report  # noqa: E402 - after the path set-up
+from chalicelib.domain import identifiers  # noqa: E402
 
 RESULTS_DIR = ROOT / "bench" / "results"
 TARGET_GET_RATIO = 4.0  # GET-by-id p50 within 4x the bare round trip
@@ -508,7 +509,7 @@ def measure(args: argparse.Namespace, cluster: Any) -> dict[str, Any]:
     bad_token = auth.mint("bench-user", ["read"], ttl_seconds=12 * 3600, secret=secrets.token_urlsafe(32))
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     rng = random.Random(20240601)
-    card_counter = iter(range(2_000_000_000_000, 3_000_000_000_000))
+    card_counter = (f"{n}{identifiers.national_id_check_digit(str(n))}" for n in range(2 * 10**11, 3 * 10**11))
     page_starts = [pid for pid, _ in patients[: max(1, len(patients) - 100)]]
 
     def http(args: tuple[str, str, dict[str, str], str | None]) -> Any:
@@ -543,7 +544,7 @@ def measure(args: argparse.Namespace, cluster: Any) -> dict[str, Any]:
             expect_status(200),
         ),
         Operation(
-            POST, lambda i: ("POST", "/v1/patients", headers, patient_json(str(next(card_counter)), i)),
+            POST, lambda i: ("POST", "/v1/patients", headers, patient_json(next(card_counter), i)),
             http, expect_status(201),
         ),
         Operation(PUT, prepare_put, http, expect_status(200)),
@@ -640,7 +641,7 @@ def measure(args: argparse.Namespace, cluster: Any) -> dict[str, Any]:
             )  # fmt: skip
 
             def prepare_post(i: int, original=original, card_in_sql=card_in_sql) -> list[tuple[str, Any]]:
-                fresh = str(next(card_counter))
+                fresh = next(card_counter)
                 return [(sql, _substitute(params, card_in_sql, fresh)) for sql, params in original]
 
             replays[op.name] = Operation(f"SQL only: {op.name}", prepare_post, replay, _no_check)

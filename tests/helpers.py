@@ -8,12 +8,24 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-_card_numbers = itertools.count(random.SystemRandom().randrange(10**11, 9 * 10**11) * 10)
+_card_numbers = itertools.count(random.SystemRandom().randrange(10**11, 9 * 10**11))
+
+
+def check_digit(first_twelve: str) -> str:
+    """The Thai national ID check digit, computed here independently of the product's code."""
+    total = sum(int(d) * (13 - i) for i, d in enumerate(first_twelve))
+    return str((11 - total % 11) % 10)
 
 
 def card_number() -> str:
-    """A 13-digit card number not used before in this run."""
-    return f"{next(_card_numbers):013d}"
+    """A valid 13-digit Thai national ID not used before in this run."""
+    first_twelve = f"{next(_card_numbers):012d}"
+    return first_twelve + check_digit(first_twelve)
+
+
+def passport_number() -> str:
+    """A passport number not used before in this run."""
+    return f"P{next(_card_numbers):012d}"
 
 
 def patient_body(**overrides: Any) -> dict[str, Any]:

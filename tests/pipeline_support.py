@@ -16,10 +16,11 @@ from chalicelib.migrations import migrate
 from chalicelib.repositories.errors import translate
 from pipeline import refresh
 from pipeline.settings import PIPELINE_DIR, PipelineSettings, PseudonymKey
-from tests.helpers import card_number
+from tests.helpers import card_number, passport_number
 
 REFERENCE = """
-SELECT 'prescription:' || x.prescription_id, p.patient_id, p.id_card_num, p.first_name, p.last_name,
+SELECT 'prescription:' || x.prescription_id, p.patient_id, p.id_card_num, p.passport_country,
+       p.passport_number, p.first_name, p.last_name,
        p.birth_date, p.phone_num, r.medical_record_id, r.hospital_name, r.doctor_full_name, r.diagnosis,
        r.symptom, r.treatment_start_date, r.treatment_end_date, x.prescription_id, x.medicine_name, x.dose,
        p.updated_timestamp, r.updated_timestamp, x.updated_timestamp
@@ -28,7 +29,8 @@ JOIN medical_app.medical_record r USING (medical_record_id)
 JOIN medical_app.patient p ON p.patient_id = r.patient_id
 WHERE x.deleted_timestamp IS NULL AND r.deleted_timestamp IS NULL AND p.deleted_timestamp IS NULL
 UNION ALL
-SELECT 'medical_record:' || r.medical_record_id, p.patient_id, p.id_card_num, p.first_name, p.last_name,
+SELECT 'medical_record:' || r.medical_record_id, p.patient_id, p.id_card_num, p.passport_country,
+       p.passport_number, p.first_name, p.last_name,
        p.birth_date, p.phone_num, r.medical_record_id, r.hospital_name, r.doctor_full_name, r.diagnosis,
        r.symptom, r.treatment_start_date, r.treatment_end_date, NULL, NULL, NULL,
        p.updated_timestamp, r.updated_timestamp, NULL
@@ -38,7 +40,8 @@ WHERE r.deleted_timestamp IS NULL AND p.deleted_timestamp IS NULL
                   WHERE x.medical_record_id = r.medical_record_id AND x.deleted_timestamp IS NULL)
 """
 ANALYTIC = """
-SELECT row_key, patient_id, id_card_num, first_name, last_name, birth_date, phone_num, medical_record_id,
+SELECT row_key, patient_id, id_card_num, passport_country, passport_number, first_name, last_name, birth_date,
+       phone_num, medical_record_id,
        hospital_name, doctor_full_name, diagnosis, symptom, treatment_start_date, treatment_end_date,
        prescription_id, medicine_name, dose, patient_updated_timestamp, medical_record_updated_timestamp,
        prescription_updated_timestamp
@@ -50,8 +53,8 @@ SELECT row_pseudonym, patient_pseudonym, visit_pseudonym, birth_year, age_90_or_
 FROM analytic.medical_record_deidentified
 """
 # The identified reference rows' columns the de-identified reference is computed from (see deidentify).
-_ROW_KEY, _PATIENT_ID, _BIRTH_DATE, _RECORD_ID, _HOSPITAL, _DIAGNOSIS, _SYMPTOM = 0, 1, 5, 7, 8, 10, 11
-_START, _END, _MEDICINE, _DOSE = 12, 13, 15, 16
+_ROW_KEY, _PATIENT_ID, _BIRTH_DATE, _RECORD_ID, _HOSPITAL, _DIAGNOSIS, _SYMPTOM = 0, 1, 7, 9, 10, 12, 13
+_START, _END, _MEDICINE, _DOSE = 14, 15, 17, 18
 
 
 def deidentify(row: tuple, key: PseudonymKey, reference_year: int) -> tuple:
@@ -153,8 +156,13 @@ class RandomActivity:
         self.restored = 0                          # restores that brought a deleted row back
 
     def _patient(self):
+        # a national ID, a passport, or both
+        kind = self.rng.choice(["national", "passport", "both"])
+        passport = {"passport_country": self.rng.choice(["GBR", "JPN"]), "passport_number": passport_number()}
         return build(models.PatientWrite,
-            id_card_num=card_number(), first_name=self.rng.choice(["Anan", "Boon", "Chai", "Dao"]),
+            id_card_num=card_number() if kind != "passport" else None,
+            **(passport if kind != "national" else {}),
+            first_name=self.rng.choice(["Anan", "Boon", "Chai", "Dao"]),
             last_name=self.rng.choice(["Srisuk", "Wong", "Jaidee"]),
             birth_date=date(1950, 1, 1) + timedelta(days=self.rng.randrange(20000)),
             phone_num=self.rng.choice([None, "0812345678"]),
@@ -189,8 +197,9 @@ class RandomActivity:
             elif action == "update":
                 kind = rng.choice(["patient", "record", "rx"])
                 if kind == "patient":
-                    s.patients.update(c, rng.choice(self.patients), build(models.PatientPatch, last_name="Changed"),
-                                      partial=True)
+                    change = rng.choice([{"last_name": "Changed"},
+                                         {"passport_country": "THA", "passport_number": passport_number()}])
+                    s.patients.update(c, rng.choice(self.patients), build(models.PatientPatch, **change), partial=True)
                 elif kind == "record":
                     s.medical_records.update(c, rng.choice(self.records),
                                              build(models.MedicalRecordPatch, diagnosis=rng.choice(["Cold", None])),

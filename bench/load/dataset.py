@@ -10,10 +10,16 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from bench.load.mix import visit_body
+
+_FUNCTIONS = str(Path(__file__).resolve().parents[2] / "functions")
+if _FUNCTIONS not in sys.path:
+    sys.path.insert(0, _FUNCTIONS)
+from chalicelib.domain import identifiers  # noqa: E402 - after the path set-up
 
 LAST_NAMES = ("Jaidee", "Srisuk", "Wongsawat", "Chaiyaporn", "Kittisak", "Boonmee", "Suksawat", "Rattanakul")
 FIRST_NAMES = ("Somchai", "Malee", "Anan", "Preecha", "Suda", "Kanya", "Niran", "Porntip")
@@ -66,13 +72,13 @@ def build(api_url: str, tokens: dict[str, str], patients_per_clinician: int, see
     Returns [{subject, token, patients: [{id, lastName, recordIds}]}] in the order of ``tokens``."""
     client = ApiClient(api_url)
     rng = random.Random(seed)
-    card_base = rng.randint(10**12, 9 * 10**12)
+    card_base = rng.randint(10**11, 9 * 10**11)
     jobs = []
     for c_index, (subject, token) in enumerate(tokens.items()):
         for p_index in range(patients_per_clinician):
             n = c_index * patients_per_clinician + p_index
             jobs.append((subject, token, {
-                "idCardNum": str(card_base + n),
+                "idCardNum": f"{card_base + n}{identifiers.national_id_check_digit(str(card_base + n))}",
                 "firstName": FIRST_NAMES[n % len(FIRST_NAMES)],
                 "lastName": LAST_NAMES[(n // len(FIRST_NAMES)) % len(LAST_NAMES)],
                 "birthDate": f"{1940 + n % 70}-{1 + n % 12:02d}-{1 + n % 28:02d}",

@@ -17,18 +17,19 @@ WITH deleted AS (
 ),
 upserted AS (
     INSERT INTO analytic.medical_record_denormalized AS d (
-        row_key, patient_id, id_card_num, first_name, last_name, birth_date, phone_num,
+        row_key, patient_id, id_card_num, passport_country, passport_number, first_name, last_name, birth_date, phone_num,
         medical_record_id, hospital_name, doctor_full_name, diagnosis, symptom,
         treatment_start_date, treatment_end_date, prescription_id, medicine_name, dose,
         patient_updated_timestamp, medical_record_updated_timestamp, prescription_updated_timestamp, row_hash
     )
-    SELECT row_key, patient_id, id_card_num, first_name, last_name, birth_date, phone_num,
+    SELECT row_key, patient_id, id_card_num, passport_country, passport_number, first_name, last_name, birth_date, phone_num,
            medical_record_id, hospital_name, doctor_full_name, diagnosis, symptom,
            treatment_start_date, treatment_end_date, prescription_id, medicine_name, dose,
            patient_updated_timestamp, medical_record_updated_timestamp, prescription_updated_timestamp, row_hash
     FROM desired_row
     ON CONFLICT (row_key) DO UPDATE SET
         patient_id = excluded.patient_id, id_card_num = excluded.id_card_num,
+        passport_country = excluded.passport_country, passport_number = excluded.passport_number,
         first_name = excluded.first_name, last_name = excluded.last_name,
         birth_date = excluded.birth_date, phone_num = excluded.phone_num,
         medical_record_id = excluded.medical_record_id, hospital_name = excluded.hospital_name,

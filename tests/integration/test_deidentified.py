@@ -168,10 +168,12 @@ def test_no_direct_identifier_reaches_the_deidentified_table(pipeline):
     assert "date" not in {data_type for _, data_type in columns}  # years only
 
     identifiers: set[str] = set()
-    for first, last, card, phone, birth in query(pipeline.app_owner, "SELECT first_name, last_name, id_card_num, "
-                                                 "phone_num, birth_date FROM medical_app.patient"):
-        identifiers |= {first, last, card, birth.isoformat(), birth.strftime("%Y%m%d"), birth.strftime("%d/%m/%Y")}
-        identifiers |= {phone} if phone else set()
+    for first, last, card, passport, phone, birth in query(
+        pipeline.app_owner,
+        "SELECT first_name, last_name, id_card_num, passport_number, phone_num, birth_date FROM medical_app.patient",
+    ):
+        identifiers |= {first, last, birth.isoformat(), birth.strftime("%Y%m%d"), birth.strftime("%d/%m/%Y")}
+        identifiers |= {value for value in (card, passport, phone) if value}
     for doctor, start, end in query(pipeline.app_owner, "SELECT doctor_full_name, treatment_start_date, "
                                     "treatment_end_date FROM medical_app.medical_record"):
         identifiers |= {doctor, start.isoformat()} | ({end.isoformat()} if end else set())

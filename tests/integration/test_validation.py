@@ -43,13 +43,16 @@ BAD_DATES: list[tuple[str, Any]] = [
 @dataclass(frozen=True)
 class FieldSpec:
     name: str
-    kind: str          # name | note | card | phone | birth | date | end | id
+    kind: str          # name | note | card | country | passport | phone | birth | date | end | id
     required: bool
 
 
 RESOURCES: dict[str, list[FieldSpec]] = {
     "patient": [
-        FieldSpec("idCardNum", "card", True),
+        # optional on its own: a passport may identify the patient instead (see test_identifiers.py)
+        FieldSpec("idCardNum", "card", False),
+        FieldSpec("passportCountry", "country", False),
+        FieldSpec("passportNumber", "passport", False),
         FieldSpec("firstName", "name", True),
         FieldSpec("lastName", "name", True),
         FieldSpec("birthDate", "birth", True),
@@ -109,7 +112,14 @@ def bad_values(spec: FieldSpec) -> list[tuple[str, Any]]:
             ("letters", "12345678901ab"),
             ("spaces", "1234 56789012"),
             ("blank", ""),
+            ("check-digit", "1234567890123"),
+            ("full-width", "１２３４５６７８９０１２１"),
         ]
+    elif spec.kind == "country":
+        values += [("unknown", "XYZ"), ("two-letters", "GB"), ("digits", "123"), ("blank", "")]
+    elif spec.kind == "passport":
+        values += [("short", "A123"), ("overlong", "A" * 21), ("dash", "AB-12345"), ("spaces", "AB 12345"),
+                   ("blank", ""), ("non-ascii", "AB12345é")]
     elif spec.kind == "phone":
         values += [("overlong", "08123456789"), ("letters", "08-1234567"), ("blank", "")]
     return values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import date, timedelta
 
 import pytest
@@ -10,8 +11,9 @@ from pydantic import ValidationError
 
 from chalicelib.api import auth
 from chalicelib.api.routing import decode_cursor, encode_cursor
-from chalicelib.domain import models
+from chalicelib.domain import identifiers, models
 from chalicelib.domain.validation import field_errors
+from tests.helpers import check_digit
 
 
 def errors_of(model, body):
@@ -44,11 +46,59 @@ def test_every_bad_field_is_reported_at_once_by_its_json_name():
 
 def test_required_fields_are_named_when_missing():
     assert errors_of(models.PatientWrite, {}) == {
-        "idCardNum": "is required",
         "firstName": "is required",
         "lastName": "is required",
         "birthDate": "is required",
     }
+
+
+def test_a_patient_needs_a_national_id_or_a_passport():
+    names = {k: v for k, v in VALID_PATIENT.items() if k != "idCardNum"}
+    assert errors_of(models.PatientWrite, names) == {"idCardNum": identifiers.IDENTIFIED}
+    assert errors_of(models.PatientWrite, names | {"idCardNum": None}) == {"idCardNum": identifiers.IDENTIFIED}
+    assert errors_of(models.PatientWrite, names | {"passportCountry": "GBR"}) == {
+        "passportNumber": identifiers.PASSPORT_PAIRED
+    }
+    assert errors_of(models.PatientWrite, names | {"passportNumber": "AB12345"}) == {
+        "passportCountry": identifiers.PASSPORT_PAIRED
+    }
+    both = models.PatientWrite.model_validate(VALID_PATIENT | {"passportCountry": "gbr", "passportNumber": "ab12345"})
+    assert (both.passport_country, both.passport_number) == ("GBR", "AB12345")  # stored upper-case
+    assert set(errors_of(models.PatientWrite, names | {"passportCountry": "XYZ", "passportNumber": "AB 12345"})) == {
+        "passportCountry", "passportNumber"
+    }
+    # ICAO codes for issuers that are not ISO countries are issuing states too
+    stateless = models.PatientWrite.model_validate(names | {"passportCountry": "XXA", "passportNumber": "X123456"})
+    assert stateless.passport_country == "XXA"
+
+
+@pytest.mark.parametrize(
+    ("number", "valid"),
+    [
+        ("1101700230708", True),
+        ("1101700230705", False),
+        ("1234567890121", True),
+        ("1234567890123", False),
+        ("3100600445001", False),
+        ("123456789012", False),
+        ("１１０１７００２３０７０８", False),  # full-width digits are not digits here
+    ],
+)
+def test_national_id_check_digit(number, valid):
+    assert identifiers.is_national_id(number) is valid
+
+
+def test_national_id_check_digit_agrees_with_an_independent_computation():
+    rng = random.Random(11)
+    for _ in range(5000):
+        first_twelve = f"{rng.randrange(10**12):012d}"
+        assert str(identifiers.national_id_check_digit(first_twelve)) == check_digit(first_twelve)
+
+
+def test_the_country_list_is_iso_3166_alpha_3():
+    import pycountry  # a pinned dev dependency (requirements-dev.txt)
+
+    assert {c.alpha_3 for c in pycountry.countries} == identifiers.ISO_COUNTRIES
 
 
 def test_no_type_coercion():

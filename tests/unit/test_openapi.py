@@ -215,14 +215,23 @@ def test_component_schema_is_the_models_own_json_schema(document, model):
 def test_patient_write_schema_carries_the_validation_rules(document):
     schema = document["components"]["schemas"]["PatientWrite"]
     props = schema["properties"]
-    assert props["idCardNum"]["pattern"] == "^[0-9]{13}$"
-    assert props["idCardNum"]["type"] == "string"
+    card = next(s for s in props["idCardNum"]["anyOf"] if s.get("type") == "string")
+    assert card["pattern"] == "^[0-9]{13}$"
+    passport = next(s for s in props["passportNumber"]["anyOf"] if s.get("type") == "string")
+    assert passport["pattern"] == "^[A-Za-z0-9]{5,20}$"
+    # one identifier at least, the passport's two parts together
+    assert {tuple(branch["required"]) for branch in schema["anyOf"]} == {
+        ("idCardNum",), ("passportCountry", "passportNumber")
+    }
+    assert [(rule["if"]["required"], rule["then"]["required"]) for rule in schema["allOf"]] == [
+        (["passportCountry"], ["passportNumber"]), (["passportNumber"], ["passportCountry"])
+    ]
     assert props["firstName"]["maxLength"] == 50 and props["firstName"]["minLength"] == 1
     assert props["lastName"]["maxLength"] == 50
     assert props["birthDate"]["format"] == "date"
     phone = next(s for s in props["phoneNum"]["anyOf"] if s.get("type") == "string")
     assert phone["pattern"] == "^[0-9]{1,10}$"
-    assert set(schema["required"]) == {"idCardNum", "firstName", "lastName", "birthDate"}
+    assert set(schema["required"]) == {"firstName", "lastName", "birthDate"}
     assert schema["additionalProperties"] is False
 
 
@@ -254,6 +263,14 @@ AGREEMENT = [
     (models.PatientWrite, VALID_PATIENT | {"phoneNum": None}),
     (models.PatientWrite, VALID_PATIENT | {"idCardNum": "123456789012"}),
     (models.PatientWrite, VALID_PATIENT | {"idCardNum": 1234567890123}),
+    (models.PatientWrite, VALID_PATIENT | {"idCardNum": None}),
+    (models.PatientWrite, VALID_PATIENT | {"idCardNum": None, "passportCountry": "GBR", "passportNumber": "AB12345"}),
+    (models.PatientWrite, VALID_PATIENT | {"passportCountry": "tha", "passportNumber": "ab12345"}),
+    (models.PatientWrite, VALID_PATIENT | {"idCardNum": None, "passportNumber": "AB12345"}),
+    (models.PatientWrite, VALID_PATIENT | {"passportCountry": "GBR"}),
+    (models.PatientWrite, VALID_PATIENT | {"passportCountry": "GBR", "passportNumber": "AB-12345"}),
+    (models.PatientWrite, VALID_PATIENT | {"passportCountry": "GB", "passportNumber": "AB12345"}),
+    (models.PatientWrite, {k: v for k, v in VALID_PATIENT.items() if k != "idCardNum"}),
     (models.PatientWrite, VALID_PATIENT | {"firstName": "N" * 50}),
     (models.PatientWrite, VALID_PATIENT | {"firstName": "N" * 51}),
     (models.PatientWrite, VALID_PATIENT | {"firstName": ""}),

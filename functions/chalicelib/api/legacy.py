@@ -4,15 +4,20 @@ Same paths, field names (``patientID``, ``symtom``...) and status codes as the o
 the same services as /v1. Errors are JSON ``{"error": ...}`` as the original's clients expect.
 Because API Gateway allows one parameter name per path level, ``/patient/{key}`` is a card number
 for GET and a patient id for PUT/DELETE, as in the original (likewise for the other two).
+
+The original identifies a patient by national ID only: these routes register and change national IDs,
+never passports (/v1 does both), and show ``idCardNum: null`` for a patient who has only a passport.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import partial
 from typing import Any
 
 from chalice import Response
+from pydantic import Field, create_model
 from pydantic.alias_generators import to_camel
 
 from chalicelib.api import problems
@@ -58,7 +63,20 @@ def _fields(key: str, parent_key: str | None, write_model: type[models.ApiModel]
     return (key, *((parent_key,) if parent_key else ()), *write_model.model_fields)
 
 
-PATIENT_FIELDS = _fields("patient_id", None, models.PatientWrite)
+# The original's patient body: /v1's fields without the passport, the national ID required.
+LegacyPatientWrite = create_model(
+    "LegacyPatientWrite",
+    __base__=models.ApiModel,
+    __doc__="A patient as the original API registers it: by Thai national ID.",
+    id_card_num=(models.IdCardNum, Field(description=models.PatientWrite.model_fields["id_card_num"].description)),
+    **{
+        name: (info.annotation, copy.copy(info))
+        for name, info in models.PatientWrite.model_fields.items()
+        if name not in ("id_card_num", "passport_country", "passport_number")
+    },
+)
+LegacyPatientPatch = models.partial_model(LegacyPatientWrite, "LegacyPatientPatch")
+PATIENT_FIELDS = _fields("patient_id", None, LegacyPatientWrite)
 RECORD_FIELDS = _fields("medical_record_id", "patient_id", models.MedicalRecordWrite)
 PRESCRIPTION_FIELDS = _fields("prescription_id", "medical_record_id", models.PrescriptionWrite)
 
@@ -105,8 +123,16 @@ def _body_schema(model: type[models.ApiModel], *, parent: str | None = None) -> 
     return body
 
 
+_OUTPUT_SCHEMAS = {
+    "id_card_num": {
+        "type": ["string", "null"],
+        "description": "the Thai national ID; null for a patient registered with a passport only (through /v1)",
+    },
+}
+
+
 def _legacy_schema(fields: tuple[str, ...]) -> dict[str, Any]:
-    return {"type": "object", "properties": {legacy_name(f): {} for f in fields}}
+    return {"type": "object", "properties": {legacy_name(f): _OUTPUT_SCHEMAS.get(f, {}) for f in fields}}
 
 
 def _list_schema(key: str, fields: tuple[str, ...]) -> dict[str, Any]:
@@ -223,11 +249,12 @@ def legacy_get_patient(request: HttpRequest) -> Response:
     headers=("Idempotency-Key",),
     errors=(400,),
     response_schema={"type": "object", "properties": {"message": {"type": "string"}, "patientID": {}}},
-    request_schema=partial(_body_schema, models.PatientWrite),
+    request_schema=partial(_body_schema, LegacyPatientWrite),
     error_renderer=_renderer(PATIENT_NOT_FOUND, conflict="Patient with id_card_num already exists"),
 )
 def legacy_create_patient(request: HttpRequest) -> Response:
-    data = request.model(models.PatientWrite, _from_legacy(request.json_object(), models.PatientWrite))
+    legacy = request.model(LegacyPatientWrite, _from_legacy(request.json_object(), LegacyPatientWrite))
+    data = models.PatientWrite.model_validate(legacy.model_dump(by_alias=False), by_name=True, by_alias=False)
     created = services().patients.create(request.caller, data, idempotency_key=request.idempotency_key())
     return json_response({"message": "Patient registered successfully", "patientID": created.resource.patient_id}, 201)
 
@@ -238,14 +265,14 @@ def legacy_create_patient(request: HttpRequest) -> Response:
     summary="Update a patient by id (original API)",
     tag="original-api",
     scope="write",
-    request_schema=partial(_body_schema, models.PatientPatch),
+    request_schema=partial(_body_schema, LegacyPatientPatch),
     errors=(400, 404),
     error_renderer=_renderer(PATIENT_NOT_FOUND, conflict="Patient with id_card_num already exists"),
 )
 def legacy_update_patient(request: HttpRequest) -> Response:
     key = request.path_id("key")
     body = _without_own_id(request.json_object(), "patientID", key)
-    changes = request.model(models.PatientPatch, _from_legacy(body, models.PatientPatch))
+    changes = request.model(LegacyPatientPatch, _from_legacy(body, LegacyPatientPatch))
     services().patients.update(request.caller, key, changes, partial=True)
     return json_response({"message": "Patient updated successfully"})
 

@@ -18,13 +18,17 @@ from chalicelib.api.routing import (
     etag,
     json_response,
 )
-from chalicelib.domain import models
+from chalicelib.domain import identifiers, models
 from chalicelib.domain.services import ResourceService
 
 routes = RouteTable()
 
 PATIENT_FILTERS = (
-    QueryParam("idCardNum", {"type": "string", "pattern": "^[0-9]{13}$"}, "exact card number"),
+    QueryParam("idCardNum", {"type": "string", "pattern": "^[0-9]{13}$"}, "exact Thai national ID"),
+    QueryParam("passportNumber", {"type": "string", "pattern": identifiers.PASSPORT_NUMBER_PATTERN},
+               "exact passport number (case-insensitive)"),
+    QueryParam("passportCountry", {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+               "the passport's issuing state (ISO 3166-1 alpha-3, case-insensitive)"),
     QueryParam("lastName", {"type": "string", "minLength": 1, "maxLength": 50, "pattern": "^[^\\x00]*$"},
                "exact last name"),
     QueryParam("birthDate", {"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"},
@@ -37,6 +41,8 @@ WRITE_ERRORS = (400, 404, 410, 412)
 
 class PatientFilter(models.ApiModel):
     id_card_num: models.IdCardNum | None = None
+    passport_number: models.PassportNumber | None = None
+    passport_country: models.PassportCountry | None = None
     last_name: models.NameFilter | None = None
     birth_date: models.IsoDate | None = None
 
@@ -93,7 +99,7 @@ def create_patient(request: HttpRequest) -> Response:
 )
 def list_patients(request: HttpRequest) -> Response:
     page = request.page()
-    raw = {k: v for k, v in request.query.items() if k in ("idCardNum", "lastName", "birthDate")}
+    raw = {k: v for k, v in request.query.items() if k in {q.name for q in PATIENT_FILTERS}}
     filters = request.model(PatientFilter, raw) if raw else PatientFilter()
     conditions = [(name, value) for name, value in filters if value is not None]
     result = services().patients.list(request.caller, page, filters=conditions)

@@ -22,8 +22,12 @@ from pydantic import (
     ValidationInfo,
     create_model,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from chalicelib.domain import identifiers
 
 
 def _today() -> date:
@@ -85,7 +89,22 @@ Name = _text(50, required=True)
 Note = _text(255, required=False)
 # A search term: matched exactly against stored (trimmed) names, so it is not trimmed itself.
 NameFilter = Annotated[str, StringConstraints(min_length=1, max_length=50), AfterValidator(_no_nul)]
-IdCardNum = _digits("13", "exactly 13 digits", "1234567890123")
+IdCardNum = _digits("13", "exactly 13 digits", "1101700230708")
+PassportCountry = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=3),
+    AfterValidator(identifiers.passport_issuer),
+    Field(json_schema_extra={"pattern": "^[A-Za-z]{3}$"}, examples=["GBR"],
+          description="the issuing state, ISO 3166-1 alpha-3 (or an ICAO code for a non-state issuer); "
+                      "stored upper-case"),
+]
+PassportNumber = Annotated[
+    str,
+    StringConstraints(min_length=5, max_length=20),
+    AfterValidator(identifiers.passport_number),
+    Field(json_schema_extra={"pattern": identifiers.PASSPORT_NUMBER_PATTERN}, examples=["AB1234567"],
+          description="the document number as printed (letters and digits); stored upper-case"),
+]
 PhoneNum = _digits("1,10", "1 to 10 digits", "0812345678")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -164,14 +183,53 @@ class ApiModel(BaseModel):
 
 # --- patients -------------------------------------------------------------------------------------
 
-class PatientWrite(ApiModel):
-    """The fields a client sets on a patient (POST and PUT bodies)."""
+def rule_error(field: str, message: str) -> ValueError:
+    """A rule across fields (raised from a model validator), reported on the field a client has to change."""
+    from pydantic import ValidationError
 
-    id_card_num: IdCardNum
+    detail = InitErrorDetails(type=PydanticCustomError("rule", message), loc=(field,), input=None)
+    return ValidationError.from_exception_data("rule", [detail])
+
+
+class PatientWrite(ApiModel):
+    """The fields a client sets on a patient (POST and PUT bodies). A patient is identified by a Thai
+    national ID, a passport, or both; each identifies one live patient."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["idCardNum"], "properties": {"idCardNum": {"type": "string"}}},
+                {"required": ["passportCountry", "passportNumber"],
+                 "properties": {"passportCountry": {"type": "string"}, "passportNumber": {"type": "string"}}},
+            ],
+            "allOf": [  # the passport's two parts together
+                {"if": {"required": [a], "properties": {a: {"type": "string"}}},
+                 "then": {"required": [b], "properties": {b: {"type": "string"}}}}
+                for a, b in (("passportCountry", "passportNumber"), ("passportNumber", "passportCountry"))
+            ],
+        }
+    )
+
+    id_card_num: IdCardNum | None = Field(
+        default=None,
+        description="Thai national ID: 13 digits, the last the check digit of the first 12 "
+                    "(a number stored before check digits were enforced is kept while unchanged)",
+    )
+    passport_country: PassportCountry | None = None
+    passport_number: PassportNumber | None = None
     first_name: Name
     last_name: Name
     birth_date: BirthDate
     phone_num: PhoneNum | None = None
+
+    @model_validator(mode="after")
+    def _identified(self) -> PatientWrite:
+        if (self.passport_country is None) != (self.passport_number is None):
+            missing = "passport_number" if self.passport_number is None else "passport_country"
+            raise rule_error(missing, identifiers.PASSPORT_PAIRED)
+        if self.id_card_num is None and self.passport_number is None:
+            raise rule_error("id_card_num", identifiers.IDENTIFIED)
+        return self
 
 
 def resource_model(name: str, write_model: type[ApiModel], **identity: Any) -> type[ApiModel]:

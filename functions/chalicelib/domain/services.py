@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
-from chalicelib.domain import access, models
+from chalicelib.domain import access, identifiers, models
 from chalicelib.domain.access import ActorKind, Caller
 from chalicelib.domain.errors import (
     Conflict,
     DomainError,
+    FieldError,
     Forbidden,
     Gone,
     IdempotencyKeyReused,
@@ -33,6 +34,7 @@ from chalicelib.domain.errors import (
     ParentGone,
     ParentNotFound,
     PreconditionFailed,
+    ValidationFailed,
 )
 from chalicelib.domain.validation import field_errors
 from chalicelib.repositories import audit, care_team, idempotency
@@ -315,6 +317,7 @@ class ResourceService:
         idempotency_key: str | None = None,
     ) -> Created:
         values = data.model_dump(include=set(self.table.writable), by_alias=False)
+        self._check_new_values(values, None)
         with self._unit(caller, "create", self.resource) as (tx, note):
             access.may_write(caller)
             if idempotency_key is not None:
@@ -376,6 +379,7 @@ class ResourceService:
             _check_version(row, expected_version, self.resource, key)
             values = {name: getattr(changes, name) for name in provided if name in self.table.writable}
             self._validate_merged(row, values)
+            self._check_new_values(values, row.values)
             new_parent = getattr(changes, self.table.parent_key, None) if self.table.parent_key else None
             if new_parent is not None and new_parent != row.values[self.table.parent_key]:
                 # Moving a row writes to both patients: the caller must be allowed on the new one too.
@@ -395,6 +399,9 @@ class ResourceService:
             self._write_model.model_validate(merged, by_name=True, by_alias=False, strict=False)
         except ValidationError as exc:
             raise InvalidResult("the change would leave the resource invalid", field_errors(exc)) from None
+
+    def _check_new_values(self, values: dict[str, Any], stored: dict[str, Any] | None) -> None:
+        """Rules for values a write brings in (``stored``: the row before an update, None on create)."""
 
     def delete(self, caller: Caller, key: int, *, expected_version: int | None = None) -> bool:
         """Soft delete; deleting what is already deleted succeeds and changes nothing (returns False)."""
@@ -437,6 +444,14 @@ class ResourceService:
 
 
 class PatientService(ResourceService):
+    def _check_new_values(self, values: dict[str, Any], stored: dict[str, Any] | None) -> None:
+        card = values.get("id_card_num")
+        if card is None or (stored is not None and stored["id_card_num"] == card):
+            return
+        if not identifiers.is_national_id(card):
+            error = FieldError("idCardNum", identifiers.NATIONAL_ID_CHECK)
+            raise ValidationFailed("the request body is invalid", [error])
+
     def _cascade(self, tx: Transaction, key: int) -> None:
         cascade_soft_delete_patient(tx, key)
 

@@ -13,6 +13,7 @@ from chalicelib.domain.errors import (
     Unavailable,
     ValidationFailed,
 )
+from chalicelib.domain.identifiers import IDENTIFIED, PASSPORT_PAIRED
 
 _FIELD_CONSTRAINTS = {
     "patient_id_card_num_format": ("idCardNum", "must be exactly 13 digits"),
@@ -21,6 +22,10 @@ _FIELD_CONSTRAINTS = {
     "patient_birth_date_range": ("birthDate", "is too far in the past"),
     "patient_birth_date_not_future": ("birthDate", "must not be in the future"),
     "patient_phone_num_format": ("phoneNum", "must be 1 to 10 digits"),
+    "patient_passport_country_format": ("passportCountry", "must be three letters A-Z"),
+    "patient_passport_number_format": ("passportNumber", "must be 5 to 20 letters A-Z and digits"),
+    "patient_passport_complete": ("passportNumber", PASSPORT_PAIRED),
+    "patient_identified": ("idCardNum", IDENTIFIED),
     "medical_record_hospital_name_not_blank": ("hospitalName", "must not be blank"),
     "medical_record_doctor_full_name_not_blank": ("doctorFullName", "must not be blank"),
     "medical_record_treatment_dates": ("treatmentEndDate", "must not be before treatmentStartDate"),
@@ -29,6 +34,7 @@ _FIELD_CONSTRAINTS = {
 }
 _UNIQUE_CONSTRAINTS = {
     "patient_id_card_num_live_key": "a live patient with this idCardNum already exists",
+    "patient_passport_live_key": "a live patient with this passport (passportCountry, passportNumber) already exists",
 }
 
 
