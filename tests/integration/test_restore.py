@@ -3,12 +3,19 @@ cascaded, as new versions; refused with 409, changing nothing, when it would bre
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
 
 from chalicelib.api import auth
-from tests.helpers import Api, patient_body
+from chalicelib.db import Database
+from chalicelib.domain import models
+from chalicelib.domain.errors import Conflict
+from chalicelib.domain.services import ActorKind, Caller, build_services
+from chalicelib.repositories.errors import translate
+from tests.helpers import Api, card_number, patient_body
+from tests.pipeline_support import build
 
 
 @pytest.fixture
@@ -125,7 +132,6 @@ def test_restoring_a_live_resource_changes_nothing_and_a_stale_if_match_is_refus
 
 
 def test_the_analytics_refresh_picks_restores_up_exactly(pg_cluster, tmp_path):
-    from chalicelib.domain.errors import Conflict
     from tests.pipeline_support import Pipeline, RandomActivity
 
     pipeline = Pipeline(pg_cluster, "restore_exactness", tmp_path)
@@ -147,3 +153,67 @@ def test_the_analytics_refresh_picks_restores_up_exactly(pg_cluster, tmp_path):
         assert pipeline.analytic() == pipeline.reference(), f"mismatch after round {round_number}"
         assert pipeline.deidentified() == pipeline.deidentified_reference(), f"de-identified, round {round_number}"
     assert activity.restored >= 5
+
+
+
+def test_a_restore_racing_the_delete_of_its_patient_serialises(database, owner_conn):
+    """A visit restored while its patient is being deleted: either the restore commits first and the
+    patient's delete then cascades to the visit, or the delete commits first and the restore is refused.
+    Never a live visit under a deleted patient, never a half-done restore."""
+    services = build_services(Database(lambda: database[1], translate_error=translate))
+    caller = Caller("race-admin", ActorKind.ADMIN, "race")
+    outcomes = []
+    for _ in range(25):
+        patient = build(models.PatientWrite, **RACE_PATIENT, id_card_num=card_number())
+        patient_id = services.patients.create(caller, patient).resource.patient_id
+        record = build(models.MedicalRecordWrite, **RACE_VISIT)
+        kept = services.medical_records.create(caller, record, parent_key=patient_id).resource.medical_record_id
+        gone = services.medical_records.create(caller, record, parent_key=patient_id).resource.medical_record_id
+        services.medical_records.delete(caller, gone)  # deleted on its own: the one to restore
+        start = threading.Barrier(2)
+        results: dict[str, object] = {}
+
+        def restore(gone=gone, start=start, results=results) -> None:
+            start.wait()
+            try:
+                services.medical_records.restore(caller, gone)
+                results["restore"] = "restored"
+            except Conflict:
+                results["restore"] = "refused"
+
+        def delete(patient_id=patient_id, start=start, results=results) -> None:
+            start.wait()
+            results["delete"] = services.patients.delete(caller, patient_id)
+
+        threads = [threading.Thread(target=restore), threading.Thread(target=delete)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert results["delete"] is True
+        with owner_conn.cursor() as cur:
+            cur.execute(
+                "SELECT medical_record_id, deleted_timestamp IS NOT NULL FROM medical_app.medical_record "
+                "WHERE patient_id = %s ORDER BY medical_record_id",
+                (patient_id,),
+            )
+            visits = cur.fetchall()
+            cur.execute(
+                "SELECT change FROM medical_app.resource_version WHERE resource_type = 'medical_record' "
+                "AND resource_id = %s ORDER BY version",
+                (gone,),
+            )
+            changes = [r[0] for r in cur.fetchall()]
+        owner_conn.commit()
+        # the patient is deleted, and with it every visit: never a live visit under a deleted patient
+        assert visits == [(kept, True), (gone, True)]
+        if results["restore"] == "restored":
+            assert changes == ["create", "delete", "restore", "delete"]  # restored, then cascaded again
+        else:
+            assert changes == ["create", "delete"]  # the refused restore wrote nothing
+        outcomes.append(results["restore"])
+    assert len(outcomes) == 25
+
+
+RACE_PATIENT = {"first_name": "Race", "last_name": "Test", "birth_date": "1980-01-01"}
+RACE_VISIT = {"hospital_name": "Siriraj", "doctor_full_name": "Dr. Malee", "treatment_start_date": "2024-01-10"}
