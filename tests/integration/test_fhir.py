@@ -16,7 +16,7 @@ import pytest
 from chalicelib.api import auth
 from chalicelib.fhir import mapping
 from tests.fhir_validation import validate
-from tests.helpers import Api, Reply
+from tests.helpers import Api, Reply, passport_number
 
 FHIR_JSON = "application/fhir+json"
 BREAK_GLASS = {"Break-Glass": "unconscious patient in the emergency room"}
@@ -196,6 +196,20 @@ def test_patients_are_found_by_national_id_with_or_without_the_system(admin, cha
     for nothing in (f"http://example.org/other-system|{card}", "0000000000000", f"{mapping.NATIONAL_ID_SYSTEM}|12"):
         bundle = fhir(admin.get(f"/fhir/R4/Patient?identifier={quote(nothing, safe='')}"))
         assert bundle["total"] == 0 and "entry" not in bundle, nothing
+
+
+def test_a_passport_holder_reads_and_is_found_by_hls_passport_system(admin):
+    number = passport_number()
+    pid = admin.new_patient(idCardNum=None, passportCountry="GBR", passportNumber=number)["patientId"]
+    body = fhir(admin.get(f"/fhir/R4/Patient/{pid}"))
+    assert body["identifier"] == [{"use": "official", "type": {"coding": [mapping.PASSPORT_TYPE]},
+                                   "system": "http://hl7.org/fhir/sid/passport-GBR", "value": number}]
+    system = mapping.passport_system("GBR")
+    for token in (f"{system}|{number}", number, f"|{number}", f"{system.lower()}|{number.lower()}"):
+        bundle = fhir(admin.get(f"/fhir/R4/Patient?identifier={quote(token, safe='')}"))
+        assert [e["resource"]["id"] for e in bundle.get("entry", [])] == [str(pid)], token
+    for nothing in (f"{mapping.passport_system('THA')}|{number}", f"{mapping.NATIONAL_ID_SYSTEM}|{number}"):
+        assert fhir(admin.get(f"/fhir/R4/Patient?identifier={quote(nothing, safe='')}"))["total"] == 0, nothing
 
 
 def test_visits_and_prescriptions_are_found_by_patient_and_by_visit(admin, chart):

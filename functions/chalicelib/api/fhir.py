@@ -220,40 +220,43 @@ def _operation(table: dict[str, Operation], request: HttpRequest, parameter: str
 
 # --- Patient, Encounter, MedicationRequest: read, vread, history, search ---------------------------------
 
-for _type in RESOURCE_TYPES:
-    _lower = _type[0].lower() + _type[1:]
+def _declare(resource_type: str) -> None:
+    """read, vread, history-instance and search-type for one resource type."""
+    lower = resource_type[0].lower() + resource_type[1:]
 
-    def _declare(resource_type: str, lower: str) -> None:
-        def read(request: HttpRequest) -> Response:
-            if resource_type == "Patient" and request.path_str("id").startswith(("$", "%24")):
+    def read(request: HttpRequest) -> Response:
+        if resource_type == "Patient":  # Patient/{id} also carries the type-level operations (Patient/$export)
+            if request.path_str("id").startswith(("$", "%24")):
                 return _operation(PATIENT_TYPE_OPERATIONS, request, "id")
             _check_query(request, frozenset({FORMAT.name}))
-            return _rest().read(request, resource_type)
+        return _rest().read(request, resource_type)
 
-        def vread(request: HttpRequest) -> Response:
-            return _rest().vread(request, resource_type)
+    def vread(request: HttpRequest) -> Response:
+        return _rest().vread(request, resource_type)
 
-        def history(request: HttpRequest) -> Response:
-            return _rest().history(request, resource_type)
+    def history(request: HttpRequest) -> Response:
+        return _rest().history(request, resource_type)
 
-        def search(request: HttpRequest) -> Response:
-            return _rest().search(request, resource_type)
+    def search(request: HttpRequest) -> Response:
+        return _rest().search(request, resource_type)
 
-        read.__name__, vread.__name__, history.__name__, search.__name__ = (
-            f"fhir_read_{lower}", f"fhir_vread_{lower}", f"fhir_history_{lower}", f"fhir_search_{lower}",
-        )
-        _route(f"/{resource_type}/{{id}}", resource_type, "read", f"Read a {resource_type}",
-               response=resource_type, errors=(404, 410), operations=resource_type == "Patient")(read)
-        _route(f"/{resource_type}/{{id}}/_history/{{vid}}", resource_type, "vread",
-               f"Read one kept version of a {resource_type}", response=resource_type, errors=(404, 410))(vread)
-        _route(f"/{resource_type}/{{id}}/_history", resource_type, "history-instance",
-               f"Every kept version of a {resource_type}, newest first (a history Bundle)", response="Bundle",
-               query=PAGE)(history)
-        _route(f"/{resource_type}", resource_type, "search-type",
-               f"Search {resource_type} resources (a searchset Bundle; only those the caller may see)",
-               response="Bundle", query=(*(p.query for p in SEARCH_PARAMS[resource_type]), *PAGE), errors=())(search)
+    read.__name__, vread.__name__, history.__name__, search.__name__ = (
+        f"fhir_read_{lower}", f"fhir_vread_{lower}", f"fhir_history_{lower}", f"fhir_search_{lower}",
+    )
+    _route(f"/{resource_type}/{{id}}", resource_type, "read", f"Read a {resource_type}",
+           response=resource_type, errors=(404, 410), operations=resource_type == "Patient")(read)
+    _route(f"/{resource_type}/{{id}}/_history/{{vid}}", resource_type, "vread",
+           f"Read one kept version of a {resource_type}", response=resource_type, errors=(404, 410))(vread)
+    _route(f"/{resource_type}/{{id}}/_history", resource_type, "history-instance",
+           f"Every kept version of a {resource_type}, newest first (a history Bundle)", response="Bundle",
+           query=PAGE)(history)
+    _route(f"/{resource_type}", resource_type, "search-type",
+           f"Search {resource_type} resources (a searchset Bundle; only those the caller may see)",
+           response="Bundle", query=(*(p.query for p in SEARCH_PARAMS[resource_type]), *PAGE), errors=())(search)
 
-    _declare(_type, _lower)
+
+for _resource_type in RESOURCE_TYPES:
+    _declare(_resource_type)
 
 
 # --- Patient/{id}/$everything -------------------------------------------------------------------------
