@@ -1,10 +1,12 @@
 """Service configuration, read once from the environment and typed.
 
 Secrets come either straight from the environment (local runs, tests) or from AWS Secrets Manager
-when an ``*_SECRET_ARN`` variable names one (deployed Lambdas), through Powertools Parameters (cached
-for ``SECRET_MAX_AGE_SECONDS``, so a rotated password is picked up); Powertools' parameters and boto3 are
-imported only then. Behind RDS Proxy with IAM authentication (``DATABASE_IAM_AUTH``), the password is a
-signed RDS auth token, made with boto3 and reused until shortly before it expires.
+when an ``*_SECRET_ARN`` variable names one (deployed Lambdas), through Powertools Parameters; the
+database DSN made from the secret is kept for ``SECRET_MAX_AGE_SECONDS`` and dropped at once when the
+database refuses its password, so a rotated password is picked up by the next connection (see
+``forget_database_credentials``). Powertools' parameters and boto3 are imported only then. Behind RDS
+Proxy with IAM authentication (``DATABASE_IAM_AUTH``), the password is a signed RDS auth token, made
+with boto3 and reused until shortly before it expires.
 Settings that could never work (a short signing key, half an OIDC issuer) fail here, with a message
 naming the variable, rather than as a stream of 401s later.
 """
@@ -37,6 +39,8 @@ SECRETS_EXTENSION_PORT_VARIABLE = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
 SECRETS_EXTENSION_TIMEOUT_SECONDS = 5
 # A cached secret is fetched again after this long (a rotated database password is picked up).
 SECRET_MAX_AGE_SECONDS = 300
+# After the database refuses a password, the secret is read afresh at most this often.
+SECRET_REFETCH_INTERVAL_SECONDS = 30
 # RDS auth tokens live 15 minutes; a new one is signed this long before that.
 IAM_TOKEN_LIFETIME_SECONDS = 900
 IAM_TOKEN_RENEW_MARGIN_SECONDS = 180
@@ -153,7 +157,8 @@ def get_settings() -> Settings:
     return settings
 
 
-def _read_secret(arn: str) -> str:
+def _read_secret(arn: str, *, fresh: bool = False) -> str:
+    """The secret's string; ``fresh``: not from a cache (after the database refused what the cache held)."""
     port = get_settings().secrets_extension_port
     if port:
         return _read_secret_from_extension(arn, port)
@@ -161,7 +166,7 @@ def _read_secret(arn: str) -> str:
     # ≈ 0.3 s of a cold start to import and set up; the extension spares a function that).
     from aws_lambda_powertools.utilities import parameters
 
-    return parameters.get_secret(arn, max_age=SECRET_MAX_AGE_SECONDS)
+    return parameters.get_secret(arn, max_age=SECRET_MAX_AGE_SECONDS, force_fetch=fresh)
 
 
 def _read_secret_from_extension(arn: str, port: int) -> str:
@@ -183,14 +188,54 @@ def _read_secret_from_extension(arn: str, port: int) -> str:
         raise ConfigurationError(f"the Parameters and Secrets extension did not answer on port {port}") from None
 
 
-@lru_cache(maxsize=1)
-def _database_dsn() -> str:
-    from chalicelib.transport import InsecureConnection, secure_dsn
+class _DsnCache:
+    """The DSN, made once from DATABASE_URL; made from the secret again once it is older than
+    ``SECRET_MAX_AGE_SECONDS`` or after the database refused its password (a rotation)."""
 
-    try:
-        return secure_dsn(_configured_dsn(), get_settings().database_ca_bundle)
-    except InsecureConnection as exc:
-        raise ConfigurationError(str(exc)) from None
+    def __init__(self, clock=None) -> None:
+        import time
+
+        self._clock = clock or time.monotonic
+        self._dsn: str | None = None
+        self._expires_at = 0.0
+        self._fresh = False
+        self._last_forgotten = float("-inf")
+
+    def __call__(self) -> str:
+        from chalicelib.transport import InsecureConnection, secure_dsn
+
+        now = self._clock()
+        if self._dsn is not None and now < self._expires_at:
+            return self._dsn
+        try:
+            dsn = secure_dsn(_configured_dsn(fresh=self._fresh), get_settings().database_ca_bundle)
+        except InsecureConnection as exc:
+            raise ConfigurationError(str(exc)) from None
+        from_secret = not get_settings().database_url
+        self._dsn, self._fresh = dsn, False
+        self._expires_at = now + SECRET_MAX_AGE_SECONDS if from_secret else float("inf")
+        return dsn
+
+    def forget(self) -> None:
+        """Drop the DSN; the next one is made from the secret as Secrets Manager holds it now (at most once
+        per ``SECRET_REFETCH_INTERVAL_SECONDS``: a password that is simply wrong must not turn every
+        request into a Secrets Manager call)."""
+        now = self._clock()
+        if now - self._last_forgotten < SECRET_REFETCH_INTERVAL_SECONDS:
+            return
+        self._last_forgotten = now
+        self._dsn, self._fresh = None, True
+
+    def cache_clear(self) -> None:
+        self._dsn, self._fresh, self._last_forgotten = None, False, float("-inf")
+
+
+_database_dsn = _DsnCache()
+
+
+def forget_database_credentials() -> None:
+    """The database refused the password: it was rotated. The next connection reads the secret afresh."""
+    _database_dsn.forget()
 
 
 def database_dsn() -> str:
@@ -236,12 +281,12 @@ class _IamTokens:
 _iam_tokens = _IamTokens()
 
 
-def _configured_dsn() -> str:
+def _configured_dsn(*, fresh: bool = False) -> str:
     settings = get_settings()
     if settings.database_url:
         return settings.database_url
     if settings.database_secret_arn:
-        secret = json.loads(_read_secret(settings.database_secret_arn))
+        secret = json.loads(_read_secret(settings.database_secret_arn, fresh=fresh))
         from psycopg2.extensions import make_dsn
 
         iam = settings.database_iam_auth

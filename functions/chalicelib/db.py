@@ -15,6 +15,7 @@ tables. The settings every transaction needs are set for that transaction only, 
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,12 @@ import psycopg2
 from chalicelib.observability import logger
 
 _CONNECTION_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# What libpq says when the server refuses the credentials (a connection error carries no SQLSTATE).
+_PASSWORD_REFUSED = re.compile(r"password authentication failed|PAM authentication failed")
+
+
+def _reason(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or ["unknown"])[-1]
 
 # Set with set_config(..., is_local => true): they hold for the transaction whatever the server session
 # (pooled or not) or the server's defaults say, and end with it.
@@ -110,8 +117,10 @@ class Database:
         *,
         translate_error: Callable[[psycopg2.Error], Exception | None] = lambda exc: None,
         application_name: str = "medical-records-api",
+        on_password_refused: Callable[[], None] | None = None,
     ) -> None:
         self._dsn = dsn
+        self._on_password_refused = on_password_refused
         self._translate_error = translate_error
         self._application_name = application_name
         self._local = threading.local()
@@ -128,16 +137,27 @@ class Database:
         """The container's connection, opened on first use and after it was lost."""
         if self._connection is None or self._connection.closed:
             try:
-                connection = self._connect()
+                connection = self._connect_once_more_after_a_rotation()
             except psycopg2.OperationalError as exc:
                 # libpq says why (refused, certificate verify failed, password...): no patient data in it.
-                reason = (str(exc).strip().splitlines() or ["unknown"])[-1]
-                logger.error("database connection failed", extra={"reason": reason[:300]})
+                logger.error("database connection failed", extra={"reason": _reason(exc)[:300]})
                 raise
             # Transactions are managed explicitly (BEGIN ... COMMIT) so BEGIN can share a round trip.
             connection.autocommit = True
             self._connection = connection
         return self._connection
+
+    def _connect_once_more_after_a_rotation(self):
+        """A password the server refuses may have been rotated since it was read: forget it and connect once
+        more with the secret as it is now."""
+        try:
+            return self._connect()
+        except psycopg2.OperationalError as exc:
+            if self._on_password_refused is None or not _PASSWORD_REFUSED.search(_reason(exc)):
+                raise
+            logger.warning("database refused the password; reading the secret again")
+            self._on_password_refused()
+            return self._connect()
 
     def _connect(self):
         # No startup options: a pooler would refuse them or apply them to a session other clients share.

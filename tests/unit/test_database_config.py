@@ -33,7 +33,7 @@ def deployed_env(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEEXAMPLE00")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret-key-example-secret-key-00")
-    monkeypatch.setattr(config, "_read_secret", lambda arn: json.dumps(SECRET))
+    monkeypatch.setattr(config, "_read_secret", lambda arn, fresh=False: json.dumps(SECRET))
     monkeypatch.setattr(config, "_iam_tokens", config._IamTokens())
     config.get_settings.cache_clear()
     config.database_dsn.cache_clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from chalicelib.config import database_dsn
+from chalicelib.config import database_dsn, forget_database_credentials
 from chalicelib.domain.services import Services, build_services
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ def database() -> Database:
     from chalicelib.db import Database
     from chalicelib.repositories.errors import translate
 
-    return Database(database_dsn, translate_error=translate)
+    return Database(database_dsn, translate_error=translate, on_password_refused=forget_database_credentials)
 
 
 @lru_cache(maxsize=1)
