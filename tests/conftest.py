@@ -115,3 +115,16 @@ def api(client, tokens):
     from tests.helpers import Api
 
     return Api(client, tokens["all"])
+
+
+@pytest.fixture
+def admin(client):
+    """An admin of its own (a subject no other test uses): (Api, subject), for tests that look for their
+    actor in the history or the audit trail."""
+    import uuid
+
+    from chalicelib.api import auth
+    from tests.helpers import Api
+
+    subject = f"admin-{uuid.uuid4().hex[:10]}"
+    return Api(client, auth.mint(subject, ["read", "write", "admin"])), subject

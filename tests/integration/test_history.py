@@ -17,12 +17,6 @@ def _subject(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture
-def admin(client) -> tuple[Api, str]:
-    subject = _subject("history-admin")
-    return Api(client, auth.mint(subject, ["read", "write", "admin"])), subject
-
-
 def versions(owner_conn, resource_type: str, key: int) -> list[tuple]:
     with owner_conn.cursor() as cur:
         cur.execute(

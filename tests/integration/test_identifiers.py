@@ -3,19 +3,16 @@ on the original routes, in the database and in the history."""
 
 from __future__ import annotations
 
-import uuid
-
 import psycopg2
 import pytest
 
-from chalicelib.api import auth
 from chalicelib.domain import identifiers
 from tests.helpers import Api, card_number, check_digit, passport_number, patient_body
 
 
 @pytest.fixture
-def api(client) -> Api:
-    return Api(client, auth.mint(f"identifiers-{uuid.uuid4().hex[:10]}", ["read", "write", "admin"]))
+def api(admin) -> Api:
+    return admin[0]
 
 
 def passport_patient(**overrides):

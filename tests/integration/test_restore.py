@@ -4,24 +4,14 @@ cascaded, as new versions; refused with 409, changing nothing, when it would bre
 from __future__ import annotations
 
 import threading
-import uuid
 
-import pytest
-
-from chalicelib.api import auth
 from chalicelib.db import Database
 from chalicelib.domain import models
 from chalicelib.domain.errors import Conflict
 from chalicelib.domain.services import ActorKind, Caller, build_services
 from chalicelib.repositories.errors import translate
-from tests.helpers import Api, card_number, patient_body
+from tests.helpers import card_number, patient_body
 from tests.pipeline_support import build
-
-
-@pytest.fixture
-def admin(client) -> tuple[Api, str]:
-    subject = f"restore-admin-{uuid.uuid4().hex[:10]}"
-    return Api(client, auth.mint(subject, ["read", "write", "admin"])), subject
 
 
 def state(owner_conn, table: str, key_column: str, key: int) -> tuple[bool, int, str, str]:
