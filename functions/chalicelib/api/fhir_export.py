@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from chalice import Response
 
 from chalicelib.api import fhir
-from chalicelib.api.routing import HttpRequest, QueryParam, RouteTable
+from chalicelib.api.routing import JSON, HttpRequest, QueryParam, RouteTable
 from chalicelib.domain import export
 from chalicelib.domain.errors import DomainError
 
@@ -111,10 +111,18 @@ def render_error(error: DomainError) -> Response:
     return fhir.render_error(error)
 
 
+def render_status_error(error: DomainError) -> Response:
+    """The status URL answers in application/json, as the IG has its manifest; its errors too (an
+    OperationOutcome), so that one media type describes the route."""
+    response = render_error(error)
+    response.headers["Content-Type"] = JSON
+    return response
+
+
 @routes.route("GET", f"{STATUS_PATH}/{{jobId}}", tag="fhir", scope="read", path_schemas=_JOB_ID,
               summary="A bulk export job's status: 202 with X-Progress while it runs, then 200 with the manifest "
                       f"(links valid {export.LINK_SECONDS} s; read it again for fresh ones)",
-              response_schema=_MANIFEST, errors=(202, 403, 404, 500, 501), error_renderer=render_error,
+              response_schema=_MANIFEST, errors=(202, 403, 404, 500, 501), error_renderer=render_status_error,
               error_schema="OperationOutcome")
 def fhir_export_status(request: HttpRequest) -> Response:
     result = export_service().status(request.caller, request.path_id("jobId"), _fhir_base(request))
@@ -123,12 +131,12 @@ def fhir_export_status(request: HttpRequest) -> Response:
             "X-Progress": result.progress, "Retry-After": str(export.POLL_AFTER_SECONDS)})
     expires = datetime.now(UTC) + timedelta(seconds=export.LINK_SECONDS)
     return Response(body=json.dumps(result.as_json(), separators=(",", ":")), status_code=200,
-                    headers={"Content-Type": "application/json", "Expires": format_datetime(expires, usegmt=True)})
+                    headers={"Content-Type": JSON, "Expires": format_datetime(expires, usegmt=True)})
 
 
 @routes.route("DELETE", f"{STATUS_PATH}/{{jobId}}", tag="fhir", scope="read", path_schemas=_JOB_ID,
               summary="Cancel a bulk export job and delete its files (its status URL then answers 404)",
-              status=202, errors=(403, 404), error_renderer=render_error, error_schema="OperationOutcome")
+              status=202, errors=(403, 404), error_renderer=render_status_error, error_schema="OperationOutcome")
 def fhir_export_cancel(request: HttpRequest) -> Response:
     export_service().cancel(request.caller, request.path_id("jobId"))
     return Response(body="", status_code=202, headers={})

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from chalice import Response
 
-from chalicelib.api import fhir, legacy, problems, v1
+from chalicelib.api import fhir, fhir_export, legacy, problems, v1
 from chalicelib.api.dependencies import database
 from chalicelib.api.routing import HttpRequest, RouteTable, json_response
 from chalicelib.domain.errors import Unavailable
@@ -32,7 +32,8 @@ def openapi_document() -> dict:
     # Imported here: only this route needs the document builder, so a cold start does not load it.
     from chalicelib.api.openapi import build_document
 
-    return build_document([v1.routes, legacy.routes, fhir.routes, routes], title="Medical records API", version="1.0.0")
+    return build_document([v1.routes, legacy.routes, fhir.routes, fhir_export.routes, routes],
+                          title="Medical records API", version="1.0.0")
 
 
 @routes.route("GET", "/openapi.json", summary="This document", tag="meta", scope=None,
@@ -41,4 +42,4 @@ def openapi(_request: HttpRequest) -> Response:
     return json_response(openapi_document())
 
 
-ALL_ROUTES = [v1.routes, legacy.routes, fhir.routes, routes]
+ALL_ROUTES = [v1.routes, legacy.routes, fhir.routes, fhir_export.routes, routes]
