@@ -85,6 +85,6 @@ def _keep_identifier_rules(values: dict[str, Any]) -> None:
     if isinstance(card, str) and len(card) == 13 and card.isascii() and card.isdigit():
         values["idCardNum"] = card[:12] + str(identifiers.national_id_check_digit(card[:12]))
     country = values.get("passportCountry")
-    if isinstance(country, str) and len(country) == 3 and country.isascii() and country.isalpha():
-        if country.upper() not in identifiers.PASSPORT_ISSUERS:
-            values["passportCountry"] = "THA"
+    well_formed = isinstance(country, str) and len(country) == 3 and country.isascii() and country.isalpha()
+    if well_formed and country.upper() not in identifiers.PASSPORT_ISSUERS:
+        values["passportCountry"] = "THA"
