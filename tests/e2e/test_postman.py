@@ -98,6 +98,8 @@ def test_the_postman_collection_passes_and_covers_every_route(deployed, tmp_path
     for execution in run["executions"]:
         assert "response" in execution, f"no response to {execution['item']['name']!r}"
         request = execution["request"]
+        if any(q.get("key") == "X-Amz-Signature" for q in request["url"].get("query") or []):
+            continue  # a bulk export file fetched through its presigned S3 link: not a route of the app
         path = "/" + "/".join(request["url"]["path"])
         assert path.startswith(base_path + "/"), path
         path = path[len(base_path):]

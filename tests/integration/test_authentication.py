@@ -234,8 +234,8 @@ def test_required_scopes_follow_the_method():
     for (path, method), spec in route_specs().items():
         if (path, method) in PUBLIC:
             continue
-        if "/care-team" in path or path.startswith("/v1/audit/"):
-            assert spec.scope == "admin", (method, path)  # managing access and reviewing it
+        if "/care-team" in path or path.startswith(("/v1/audit/", "/fhir/R4/bulk-export/")):
+            assert spec.scope == "admin", (method, path)  # managing access and reviewing it; bulk exports
         elif method == "GET":
             assert spec.scope == "read", (method, path)
         else:

@@ -119,7 +119,7 @@ def render_status_error(error: DomainError) -> Response:
     return response
 
 
-@routes.route("GET", f"{STATUS_PATH}/{{jobId}}", tag="fhir", scope="read", path_schemas=_JOB_ID,
+@routes.route("GET", f"{STATUS_PATH}/{{jobId}}", tag="fhir", scope="admin", path_schemas=_JOB_ID,
               summary="A bulk export job's status: 202 with X-Progress while it runs, then 200 with the manifest "
                       f"(links valid {export.LINK_SECONDS} s; read it again for fresh ones)",
               response_schema=_MANIFEST, errors=(202, 403, 404, 500, 501), error_renderer=render_status_error,
@@ -134,7 +134,7 @@ def fhir_export_status(request: HttpRequest) -> Response:
                     headers={"Content-Type": JSON, "Expires": format_datetime(expires, usegmt=True)})
 
 
-@routes.route("DELETE", f"{STATUS_PATH}/{{jobId}}", tag="fhir", scope="read", path_schemas=_JOB_ID,
+@routes.route("DELETE", f"{STATUS_PATH}/{{jobId}}", tag="fhir", scope="admin", path_schemas=_JOB_ID,
               summary="Cancel a bulk export job and delete its files (its status URL then answers 404)",
               status=202, errors=(403, 404), error_renderer=render_status_error, error_schema="OperationOutcome")
 def fhir_export_cancel(request: HttpRequest) -> Response:
