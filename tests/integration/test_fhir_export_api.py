@@ -244,3 +244,30 @@ def test_without_a_runner_the_kick_off_says_where_exports_run(client, admin, mon
     api, _ = admin
     issues = outcome(api.get("/fhir/R4/$export", headers=ASYNC), 501)
     assert "make up" in issues[0]["diagnostics"]
+
+
+class RefusingRunner(SteppedRunner):
+    def start(self, job_id: int, resource_types) -> str:
+        raise ConnectionError("Step Functions could not be reached")
+
+
+def test_a_run_that_cannot_start_or_that_fails_is_reported_as_such(client, admin, s3, monkeypatch):
+    files = S3ExportFiles(s3[1], s3[0])
+    service = export_domain.ExportService(database(), RefusingRunner, lambda: files)
+    monkeypatch.setattr(fhir_export, "export_service", lambda: service)
+    api, _ = admin
+    refused = api.get("/fhir/R4/$export?_type=Encounter", headers={**ASYNC, "Idempotency-Key": uuid.uuid4().hex})
+    issues = outcome(refused, 503)
+    assert "kick it off again" in issues[0]["diagnostics"] and int(refused.headers["retry-after"]) > 0
+    # A run that ends in failure (the state machine's MarkFailed): its status URL says so, as an OperationOutcome.
+    runner = SteppedRunner()
+    monkeypatch.setattr(fhir_export, "export_service",
+                        lambda: export_domain.ExportService(database(), lambda: runner, lambda: files))
+    job_id = job_id_of(api.get("/fhir/R4/$export?_type=Encounter", headers=ASYNC))
+    from chalicelib.export import worker
+
+    ExportWorker(database(), files).fail(job_id, worker.FAILED_REASON)
+    reply = client.http.get(f"/fhir/R4/bulk-export/{job_id}", headers={"Authorization": f"Bearer {api.token}"})
+    assert reply.status_code == 500
+    body = json.loads(reply.body)
+    assert body["resourceType"] == "OperationOutcome" and body["issue"][0]["diagnostics"] == worker.FAILED_REASON

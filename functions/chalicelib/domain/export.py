@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.domain import access
 from chalicelib.domain.access import Caller
-from chalicelib.domain.errors import DomainError, FieldError, Forbidden, NotFound, ValidationFailed
+from chalicelib.domain.errors import DomainError, FieldError, Forbidden, NotFound, Unavailable, ValidationFailed
 from chalicelib.repositories import audit, export_jobs
 from chalicelib.repositories.export_jobs import ExportJob
 
@@ -251,10 +251,11 @@ class ExportService:
     def _start(self, runner: ExportRunner, job_id: int, resource_types: Sequence[str]) -> None:
         try:
             handle = runner.start(job_id, resource_types)
-        except Exception:
+        except Exception as exc:  # the runner's service (Step Functions) refused or could not be reached
             with self._db.transaction() as tx:
                 export_jobs.finish(tx, job_id, "failed", "the export could not be started")
-            raise
+            raise Unavailable("the export could not be started; kick it off again (with a new Idempotency-Key)") \
+                from exc
         with self._db.transaction() as tx:
             export_jobs.set_handle(tx, job_id, handle)
 
