@@ -34,6 +34,12 @@ def test_the_bucket_is_private_encrypted_and_its_files_expire(template):
     assert rule["ExpirationInDays"] == {"Ref": "ExportRetentionDays"}
     assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
     assert template["Parameters"]["ExportRetentionDays"]["Default"] == export.RETENTION_DAYS
+    # Only over TLS.
+    [deny] = template["Resources"]["ExportBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert template["Resources"]["ExportBucketPolicy"]["Properties"]["Bucket"] == {"Ref": "ExportBucket"}
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "s3:*")
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert deny["Resource"] == [{"Fn::GetAtt": ["ExportBucket", "Arn"]}, {"Fn::Sub": "${ExportBucket.Arn}/*"}]
 
 
 def test_the_state_machine_runs_the_worker_and_is_well_formed(template):
