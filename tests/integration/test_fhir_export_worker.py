@@ -146,9 +146,11 @@ def exported(db: Database, s3, job_id: int) -> dict[str, list[dict]]:
 
 
 def run_to_end(worker: ExportWorker, job_id: int) -> int:
+    """Steps until the job is written, then marked completed (as the state machine does): the number of steps."""
     steps = 1
     while not worker.step(job_id, lambda: float("inf")):
         steps += 1
+    worker.finish(job_id)
     return steps
 
 
@@ -207,6 +209,7 @@ def test_a_type_continues_across_steps_from_its_checkpoint(db, owner, s3):
         budget = iter([1000.0] * 3)
         if worker.step(job.job_id, lambda budget=budget: next(budget, 0.0)):
             break
+    worker.finish(job.job_id)
     assert steps > 2  # the type did not fit one step
     resources = exported(db, s3, job.job_id)["MedicationRequest"]
     ids = [r["id"] for r in resources]
@@ -323,8 +326,36 @@ def test_the_types_written_side_by_side_as_the_state_machine_runs_them(db, owner
     for thread in threads:
         thread.join(timeout=120)
     assert errors == []
+    assert worker.finish(job.job_id) == "completed"
     with db.transaction() as tx:
         assert all(p.done for p in export_jobs.progress(tx, job.job_id))
     resources = exported(db, s3, job.job_id)
     assert {t: len(r) for t, r in resources.items()} == live_counts(owner, job.transaction_time)
     assert all(len({r["id"] for r in items}) == len(items) for items in resources.values())
+
+
+def test_a_write_begun_before_the_kick_off_is_waited_for_and_exported_as_committed(db, owner, s3, export_db):
+    """A transaction that began before the job's transaction time stamps its row before it: the worker
+    waits for it to end, so the export holds the committed version (the next `_since` export would miss it)."""
+    import threading
+
+    writer = psycopg2.connect(export_db[1])  # the API's login, as the API's writes are
+    try:
+        with writer.cursor() as cur:
+            cur.execute("SELECT min(patient_id) FROM medical_app.patient WHERE deleted_timestamp IS NULL")
+            patient_id = cur.fetchone()[0]
+            cur.execute("UPDATE medical_app.patient SET first_name = 'Straddling' WHERE patient_id = %s",
+                        (patient_id,))
+        job = new_job(db, types=("Patient",))  # kicked off while the write is still open
+        worker = ExportWorker(db, S3ExportFiles(s3[1], s3[0]))
+        finished = threading.Event()
+        thread = threading.Thread(target=lambda: (run_to_end(worker, job.job_id), finished.set()))
+        thread.start()
+        assert not finished.wait(1.5)  # waiting for the open transaction
+        writer.commit()
+        thread.join(timeout=60)
+        assert finished.is_set()
+    finally:
+        writer.close()
+    exported_patient = next(r for r in exported(db, s3, job.job_id)["Patient"] if r["id"] == str(patient_id))
+    assert exported_patient["name"][0]["given"] == ["Straddling"]

@@ -12,6 +12,7 @@ the next step writes again under the same name: nothing is exported twice.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 # Rows fetched from the cursor at a time, and the least time a step keeps in hand to finish a file.
 FETCH_ROWS = 2000
 MARGIN_SECONDS = 60.0
+# How long a step waits for the API's transactions that began before the job's transaction time (each is
+# bounded by the API's statement and idle-in-transaction timeouts, 15 and 30 s), and how often it looks.
+WRITERS_WAIT_SECONDS = 120.0
+WRITERS_POLL_SECONDS = 0.2
 ENDED = ("completed", "failed", "cancelled")
 
 
@@ -63,6 +68,23 @@ class ExportWorker:
     file_max_resources: int = FILE_MAX_RESOURCES
     fetch_rows: int = FETCH_ROWS
     margin_seconds: float = MARGIN_SECONDS
+    writers_wait_seconds: float = WRITERS_WAIT_SECONDS
+
+    def _wait_for_earlier_writers(self, job: export_jobs.ExportJob) -> None:
+        """A transaction that began before the job's transaction time stamps its rows before it but shows
+        them only when it commits: read before that, the export would hold the row's previous version and
+        the next export (`_since` = this transaction time) would skip the new one. Wait for them to end."""
+        deadline = time.monotonic() + self.writers_wait_seconds
+        while True:
+            with self.db.transaction() as tx:
+                open_writers = export_jobs.writers_started_before(tx, job.transaction_time)
+            if not open_writers:
+                return
+            if time.monotonic() >= deadline:
+                logger.warning("export continues beside transactions older than its transaction time",
+                               extra={"export_job": job.job_id, "transactions": open_writers})
+                return
+            time.sleep(WRITERS_POLL_SECONDS)
 
     def step(self, job_id: int, seconds_left: Callable[[], float], resource_type: str | None = None) -> bool:
         """Write files until the job (or only its ``resource_type``) is done (True) or the time budget runs
@@ -72,6 +94,7 @@ class ExportWorker:
             if job is None or job.status in ENDED:
                 return True
             export_jobs.mark_running(tx, job_id)
+        self._wait_for_earlier_writers(job)
         while True:
             with self.db.transaction() as tx:
                 pending = {p.resource_type: p for p in export_jobs.progress(tx, job_id) if not p.done}

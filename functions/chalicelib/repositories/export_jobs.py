@@ -122,6 +122,19 @@ def finish(tx: Transaction, job_id: int, status: str, error: str | None) -> bool
     return tx.rowcount == 1
 
 
+def writers_started_before(tx: Transaction, instant: datetime) -> int:
+    """Other transactions of this database still open that began before ``instant``. A row such a
+    transaction writes is stamped with its start (``updated_timestamp = now()``), before ``instant``, yet
+    becomes visible only when it commits. PostgreSQL shows a session's transaction start to sessions of
+    the same login: the API's writers are."""
+    row = tx.fetchone(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND xact_start < %s",
+        (instant,),
+    )
+    return row[0]
+
+
 def progress(tx: Transaction, job_id: int) -> list[Progress]:
     rows = tx.fetchall(
         "SELECT resource_type, last_key, parts, resources, done FROM medical_app.export_progress "
