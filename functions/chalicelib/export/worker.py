@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
 # Rows fetched from the cursor at a time, and the least time a step keeps in hand to finish a file.
 FETCH_ROWS = 2000
 MARGIN_SECONDS = 60.0
-# How long a step waits for the API's transactions that began before the job's transaction time (each is
-# bounded by the API's statement and idle-in-transaction timeouts, 15 and 30 s), and how often it looks.
+# Until this long after the job's transaction time, its steps wait for the API's transactions begun before it
+# (each is bounded by the API's statement and idle-in-transaction timeouts, 15 and 30 s); how often they look.
 WRITERS_WAIT_SECONDS = 120.0
 WRITERS_POLL_SECONDS = 0.2
 ENDED = ("completed", "failed", "cancelled")
@@ -74,17 +75,18 @@ class ExportWorker:
         """A transaction that began before the job's transaction time stamps its rows before it but shows
         them only when it commits: read before that, the export would hold the row's previous version and
         the next export (`_since` = this transaction time) would skip the new one. Wait for them to end."""
-        deadline = time.monotonic() + self.writers_wait_seconds
-        while True:
+        # Bounded from the transaction time, not from this step: once it has passed, no step waits again.
+        deadline = job.transaction_time + timedelta(seconds=self.writers_wait_seconds)
+        waited = False
+        while datetime.now(UTC) < deadline:
             with self.db.transaction() as tx:
-                open_writers = export_jobs.writers_started_before(tx, job.transaction_time)
-            if not open_writers:
-                return
-            if time.monotonic() >= deadline:
-                logger.warning("export continues beside transactions older than its transaction time",
-                               extra={"export_job": job.job_id, "transactions": open_writers})
-                return
+                if not export_jobs.writers_started_before(tx, job.transaction_time):
+                    return
+            waited = True
             time.sleep(WRITERS_POLL_SECONDS)
+        if waited:
+            logger.warning("export continues beside a transaction older than its transaction time",
+                           extra={"export_job": job.job_id})
 
     def step(self, job_id: int, seconds_left: Callable[[], float], resource_type: str | None = None) -> bool:
         """Write files until the job (or only its ``resource_type``) is done (True) or the time budget runs
