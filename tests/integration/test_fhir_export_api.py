@@ -204,6 +204,9 @@ def test_a_retried_kick_off_finds_its_job(exports, admin):
     assert first.status == again.status == 202
     assert again.headers["content-location"] == first.headers["content-location"]
     assert again.headers.get("idempotent-replayed") == "true"
+    # The same key for a different request is refused, starting nothing.
+    issues = outcome(api.get("/fhir/R4/$export?_type=Patient", headers={**ASYNC, **key}), 422)
+    assert "Idempotency-Key" in issues[0]["diagnostics"]
     # Without a key: the same request while its job is active is that job too ...
     plain = api.get("/fhir/R4/$export?_type=MedicationRequest", headers=ASYNC)
     plain_again = api.get("/fhir/R4/$export?_type=MedicationRequest", headers=ASYNC)

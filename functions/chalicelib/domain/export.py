@@ -3,9 +3,10 @@
 A kick-off is checked (admin only, the parameters the IG defines and this server supports), recorded as
 one job and one ``bulk_export`` audit event naming the caller, in one transaction, and handed to the
 job runner (the export state machine). A retried kick-off finds the job it started: the same
-``Idempotency-Key`` from the same caller always does, and without a key the same request from the same
-caller while its job is still active does. The status of a job is read by the caller who started it
-(any other caller is told it does not exist); its files are handed out as short-lived links.
+``Idempotency-Key`` from the same caller always does (the same key with a different request is refused),
+and without a key the same request from the same caller while its job is still active does. The status of
+a job is read by the caller who started it (any other caller is told it does not exist); its files are
+handed out as short-lived links.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib.domain import access
 from chalicelib.domain.access import Caller
-from chalicelib.domain.errors import DomainError, FieldError, Forbidden, NotFound, Unavailable, ValidationFailed
+from chalicelib.domain.errors import (
+    DomainError,
+    FieldError,
+    Forbidden,
+    IdempotencyKeyReused,
+    NotFound,
+    Unavailable,
+    ValidationFailed,
+)
 from chalicelib.repositories import audit, export_jobs
 from chalicelib.repositories.export_jobs import ExportJob
 
@@ -236,7 +245,10 @@ class ExportService:
             job_id = export_jobs.insert(tx, caller.subject, caller.request_id, request)
             replayed = job_id is None
             if replayed:
-                job_id = export_jobs.find_retry(tx, caller.subject, request)
+                found = export_jobs.find_retry(tx, caller.subject, request)
+                if found is not None and found[1] != request.fingerprint:
+                    raise IdempotencyKeyReused("this Idempotency-Key was already used for a different export request")
+                job_id = found[0] if found else None
                 if job_id is None:  # the job it collided with ended just now: a new request after all
                     job_id = export_jobs.insert(tx, caller.subject, caller.request_id, request)
                     replayed = job_id is None

@@ -70,21 +70,23 @@ def insert(tx: Transaction, requested_by: str, request_id: str | None, request: 
     return row[0]
 
 
-def find_retry(tx: Transaction, requested_by: str, request: ExportRequest) -> int | None:
-    """The job a retried kick-off started: by its Idempotency-Key, else the same request still active."""
+def find_retry(tx: Transaction, requested_by: str, request: ExportRequest) -> tuple[int, str] | None:
+    """The job a retried kick-off started, and that job's request fingerprint: by the Idempotency-Key, else
+    the same request still active."""
     if request.idempotency_key is not None:
         row = tx.fetchone(
-            "SELECT export_job_id FROM medical_app.export_job WHERE requested_by = %s AND idempotency_key = %s",
+            "SELECT export_job_id, request_fingerprint FROM medical_app.export_job "
+            "WHERE requested_by = %s AND idempotency_key = %s",
             (requested_by, request.idempotency_key),
         )
         if row is not None:
-            return row[0]
+            return row[0], row[1]
     row = tx.fetchone(
-        "SELECT export_job_id FROM medical_app.export_job WHERE requested_by = %s AND request_fingerprint = %s "
-        "AND status IN ('accepted', 'running')",
+        "SELECT export_job_id, request_fingerprint FROM medical_app.export_job "
+        "WHERE requested_by = %s AND request_fingerprint = %s AND status IN ('accepted', 'running')",
         (requested_by, request.fingerprint),
     )
-    return None if row is None else row[0]
+    return None if row is None else (row[0], row[1])
 
 
 def get(tx: Transaction, job_id: int, *, lock: bool = False) -> ExportJob | None:
