@@ -201,8 +201,15 @@ def fhir_capabilities(request: HttpRequest) -> Response:
 _OPERATION = {"type": "string", "pattern": "^\\$[A-Za-z][A-Za-z0-9-]{0,63}$"}
 
 
-@_route("/{operation}", None, "operation", "A system-level operation ($<name>); 404 for one not served",
-        response="Bundle", path_schemas={"operation": _OPERATION}, operations=True)
+# What $export's kick-off answers besides (api/fhir_export.py): 202 + Content-Location, admins only, a reused
+# Idempotency-Key, no export runner (make run), the runner unreachable (503, as every route may).
+EXPORT_KICK_OFF_STATUSES = (202, 403, 422, 501)
+
+
+@_route("/{operation}", None, "operation", "A system-level operation ($<name>; $export: the Bulk Data kick-off, "
+        "202 with Content-Location); 404 for one not served",
+        response="Bundle", path_schemas={"operation": _OPERATION}, operations=True,
+        errors=(404, *EXPORT_KICK_OFF_STATUSES))
 def fhir_system_operation(request: HttpRequest) -> Response:
     return _operation(SYSTEM_OPERATIONS, request, "operation")
 
@@ -244,7 +251,8 @@ def _declare(resource_type: str) -> None:
         f"fhir_read_{lower}", f"fhir_vread_{lower}", f"fhir_history_{lower}", f"fhir_search_{lower}",
     )
     _route(f"/{resource_type}/{{id}}", resource_type, "read", f"Read a {resource_type}",
-           response=resource_type, errors=(404, 410), operations=resource_type == "Patient")(read)
+           response=resource_type, operations=resource_type == "Patient",
+           errors=(404, 410, *(EXPORT_KICK_OFF_STATUSES if resource_type == "Patient" else ())))(read)
     _route(f"/{resource_type}/{{id}}/_history/{{vid}}", resource_type, "vread",
            f"Read one kept version of a {resource_type}", response=resource_type, errors=(404, 410))(vread)
     _route(f"/{resource_type}/{{id}}/_history", resource_type, "history-instance",
