@@ -165,12 +165,38 @@ def test_since_exports_only_what_changed(deployed, fhir_base, admin):
     assert {t: [r["id"] for r in items] for t, items in resources.items()} == {"Patient": [str(ids[0])]}
 
 
+def _aws(service: str, endpoint: str):
+    import boto3
+
+    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                        aws_secret_access_key="test")
+
+
 def test_cancel_stops_the_export_and_its_status_is_gone(deployed, fhir_base, admin):
-    location = kick_off(fhir_base, admin, "?_type=MedicationRequest")
+    location = kick_off(fhir_base, admin, "?_type=Encounter,MedicationRequest")
     status, _, text = call("DELETE", location, admin)
     assert status == 202, text
     status, _, text = call("GET", location, admin)
     assert status == 404 and json.loads(text)["resourceType"] == "OperationOutcome"
+    # The execution ends (stopped, or done just before the cancel) and none of the job's files is left,
+    # whatever a step was writing at the time.
+    job_id = int(location.rsplit("/", 1)[1])
+    with psycopg2.connect(deployed["owner_url"]) as conn, conn.cursor() as cur:
+        cur.execute("SELECT status, execution_arn FROM medical_app.export_job WHERE export_job_id = %s", (job_id,))
+        job_status, execution_arn = cur.fetchone()
+    conn.close()
+    assert job_status == "cancelled" and execution_arn
+    sfn = _aws("stepfunctions", deployed["endpoint"])
+    deadline = time.monotonic() + 120
+    while (execution := sfn.describe_execution(executionArn=execution_arn))["status"] == "RUNNING":
+        assert time.monotonic() < deadline, "the cancelled execution is still running"
+        time.sleep(1)
+    assert execution["status"] in ("ABORTED", "SUCCEEDED"), execution["status"]
+    stack_name = deployed["deploy_args"][deployed["deploy_args"].index("--stack-name") + 1]
+    outputs = _aws("cloudformation", deployed["endpoint"]).describe_stacks(StackName=stack_name)["Stacks"][0]
+    bucket = next(o["OutputValue"] for o in outputs["Outputs"] if o["OutputKey"] == "ExportBucketName")
+    listed = _aws("s3", deployed["endpoint"]).list_objects_v2(Bucket=bucket, Prefix=f"exports/{job_id}/")
+    assert listed.get("KeyCount", 0) == 0, listed.get("Contents")
     status, _, text = call("GET", f"{fhir_base}/$export", token(deployed["jwt_secret"], "read write", sub="e2e-doc"),
                            headers=ASYNC)
     assert status == 403 and json.loads(text)["resourceType"] == "OperationOutcome"
