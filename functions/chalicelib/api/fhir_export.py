@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -129,6 +128,8 @@ def fhir_export_status(request: HttpRequest) -> Response:
     if isinstance(result, export.Running):
         return Response(body="", status_code=202, headers={
             "X-Progress": result.progress, "Retry-After": str(export.POLL_AFTER_SECONDS)})
+    from email.utils import format_datetime  # here: it loads the socket and locale modules, not for a cold start
+
     expires = datetime.now(UTC) + timedelta(seconds=export.LINK_SECONDS)
     return Response(body=json.dumps(result.as_json(), separators=(",", ":")), status_code=200,
                     headers={"Content-Type": JSON, "Expires": format_datetime(expires, usegmt=True)})
