@@ -335,3 +335,17 @@ def test_error_responses_use_the_surface_error_shape(document):
     problem = document["components"]["schemas"]["Problem"]
     assert set(problem["required"]) == {"type", "title", "status", "detail"}
     assert "errors" in problem["properties"]
+
+
+def test_answers_without_a_body_are_documented_without_one(document):
+    """A bulk export's 202s carry headers, not a body: the document says so rather than naming a schema."""
+    ops = operations(document)
+    documented = 0
+    for key, spec in specs().items():
+        for code, (meaning, headers) in spec.bodiless.items():
+            response = ops[key]["responses"][str(code)]
+            assert "content" not in response and response["description"] == meaning, key
+            assert set(response.get("headers", {})) == set(headers), key
+            assert code not in spec.errors, key  # not also listed as an error with an error body
+            documented += 1
+    assert documented >= 3  # $export at system and Patient level, and the status URL while the job runs

@@ -158,7 +158,8 @@ def _check_query(request: HttpRequest, allowed: frozenset[str]) -> None:
 
 def _route(path: str, resource: str | None, interaction: str, summary: str, *, response: str,
            query: tuple[QueryParam, ...] = (), errors: tuple[int, ...] = (404,), scope: str | None = "read",
-           path_schemas: dict[str, dict[str, Any]] | None = None, operations: bool = False) -> Callable:
+           path_schemas: dict[str, dict[str, Any]] | None = None, operations: bool = False,
+           bodiless: dict[int, tuple[str, tuple[str, ...]]] | None = None) -> Callable:
     """Declare a GET route of the FHIR API; its handler runs once the representation is agreed and the query
     holds only the route's parameters (an operation's own, for an operation endpoint)."""
     all_query = (*query, FORMAT)
@@ -177,6 +178,7 @@ def _route(path: str, resource: str | None, interaction: str, summary: str, *, r
             "GET", f"{BASE}{path}", summary=summary, tag="fhir", scope=scope, query=all_query,
             errors=(400, 406, *errors), response_schema=_schema(response), media_type=MEDIA_TYPE,
             error_schema="OperationOutcome", error_renderer=render_error, path_schemas=path_schemas or {},
+            bodiless=bodiless or {},
         )(view)
         return view
 
@@ -203,13 +205,16 @@ _OPERATION = {"type": "string", "pattern": "^\\$[A-Za-z][A-Za-z0-9-]{0,63}$"}
 
 # What $export's kick-off answers besides (api/fhir_export.py): 202 + Content-Location, admins only, a reused
 # Idempotency-Key, no export runner (make run), the runner unreachable (503, as every route may).
-EXPORT_KICK_OFF_STATUSES = (202, 403, 422, 501)
+EXPORT_KICK_OFF_STATUSES = (403, 422, 501)
+# $export's answer: no body, the job's status URL in Content-Location.
+EXPORT_ACCEPTED = {202: ("$export: the export job runs; poll the status URL in Content-Location (no body)",
+                         ("Content-Location",))}
 
 
 @_route("/{operation}", None, "operation", "A system-level operation ($<name>; $export: the Bulk Data kick-off, "
         "202 with Content-Location); 404 for one not served",
         response="Bundle", path_schemas={"operation": _OPERATION}, operations=True,
-        errors=(404, *EXPORT_KICK_OFF_STATUSES))
+        errors=(404, *EXPORT_KICK_OFF_STATUSES), bodiless=EXPORT_ACCEPTED)
 def fhir_system_operation(request: HttpRequest) -> Response:
     return _operation(SYSTEM_OPERATIONS, request, "operation")
 
@@ -252,7 +257,8 @@ def _declare(resource_type: str) -> None:
     )
     _route(f"/{resource_type}/{{id}}", resource_type, "read", f"Read a {resource_type}",
            response=resource_type, operations=resource_type == "Patient",
-           errors=(404, 410, *(EXPORT_KICK_OFF_STATUSES if resource_type == "Patient" else ())))(read)
+           errors=(404, 410, *(EXPORT_KICK_OFF_STATUSES if resource_type == "Patient" else ())),
+           bodiless=EXPORT_ACCEPTED if resource_type == "Patient" else None)(read)
     _route(f"/{resource_type}/{{id}}/_history/{{vid}}", resource_type, "vread",
            f"Read one kept version of a {resource_type}", response=resource_type, errors=(404, 410))(vread)
     _route(f"/{resource_type}/{{id}}/_history", resource_type, "history-instance",

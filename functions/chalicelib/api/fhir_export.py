@@ -121,8 +121,10 @@ def render_status_error(error: DomainError) -> Response:
 @routes.route("GET", f"{STATUS_PATH}/{{jobId}}", tag="fhir", scope="admin", path_schemas=_JOB_ID,
               summary="A bulk export job's status: 202 with X-Progress while it runs, then 200 with the manifest "
                       f"(links valid {export.LINK_SECONDS} s; read it again for fresh ones)",
-              response_schema=_MANIFEST, errors=(202, 403, 404, 500, 501), error_renderer=render_status_error,
-              error_schema="OperationOutcome")
+              response_schema=_MANIFEST, errors=(403, 404, 500, 501), error_renderer=render_status_error,
+              error_schema="OperationOutcome",
+              bodiless={202: ("the job runs: how far in X-Progress, when to ask again in Retry-After (no body)",
+                              ("X-Progress", "Retry-After"))})
 def fhir_export_status(request: HttpRequest) -> Response:
     result = export_service().status(request.caller, request.path_id("jobId"), _fhir_base(request))
     if isinstance(result, export.Running):

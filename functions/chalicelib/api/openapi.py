@@ -161,6 +161,10 @@ def _responses(spec: RouteSpec, specs: list[RouteSpec]) -> dict[str, Any]:
     if links:
         success["links"] = links
     responses: dict[str, Any] = {str(spec.status): success}
+    for code, (meaning, headers) in spec.bodiless.items():
+        responses[str(code)] = {"description": meaning}
+        if headers:
+            responses[str(code)]["headers"] = {h: {"schema": {"type": "string"}} for h in headers}
     legacy = spec.error_renderer is not None
     error_content = (
         {"application/json": {"schema": {"$ref": "#/components/schemas/LegacyError"}}}

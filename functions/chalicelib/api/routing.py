@@ -91,6 +91,8 @@ class RouteSpec:
     path_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)  # default: a resource id
     media_type: str = "application/json"   # of the success answer (FHIR: application/fhir+json)
     error_schema: str | None = None        # the component of error bodies (default: Problem, or LegacyError)
+    # Answers without a body besides the success one: status -> (what it means, the headers it carries).
+    bodiless: dict[int, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
 
     @property
     def operation_id(self) -> str:
