@@ -13,7 +13,7 @@ help: ## list the targets
 
 $(STAMP): requirements-dev.txt functions/requirements.txt pipeline/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet pip==26.2.1  # pinned: chalice 1.34 requires pip<26.3
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
