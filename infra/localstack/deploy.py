@@ -156,6 +156,10 @@ def deploy_stack(cloudformation, stack: str, template: dict[str, str], parameter
     return wait(cloudformation, stack)
 
 
+def _parameter(stack: dict, key: str) -> str | None:
+    return next((p.get("ParameterValue") for p in stack.get("Parameters", []) if p["ParameterKey"] == key), None)
+
+
 def api_url(endpoint_url: str | None, outputs: dict[str, str]) -> str:
     if endpoint_url:  # LocalStack and ministack serve a REST API under this path
         return f"{endpoint_url.rstrip('/')}/restapis/{outputs['RestAPIId']}/api/_user_request_"
@@ -239,6 +243,13 @@ def main(argv: list[str] | None = None) -> int:
         template = template_source(s3, deployable_template(code_key), args.endpoint_url, args.region)
         stack = deploy_stack(cloudformation, args.stack_name, template, parameters)
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        if args.endpoint_url:
+            # The emulator serves the API under a URL form of its own (/restapis/<id>/...), which no request
+            # tells the functions: give them the FHIR API's base once the API's id is known.
+            fhir_base = f"{api_url(args.endpoint_url, outputs)}/fhir/R4"
+            if _parameter(stack, "FhirBaseUrl") != fhir_base:
+                stack = deploy_stack(cloudformation, args.stack_name, template, parameters | {"FhirBaseUrl": fhir_base})
+                outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
         if args.migration_database_url:
             migrate_databases(args)
     except Exception as exc:

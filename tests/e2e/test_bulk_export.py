@@ -3,13 +3,13 @@ API Gateway, the export state machine running the worker Lambda, polling, the ma
 through their presigned links from the emulator's S3, every line a valid FHIR resource, counts equal to the
 live rows, `_since`, and cancel.
 
-The API is called as on AWS, by its execute-api host name (`{apiId}.execute-api.<host>/api/...`; here the
-emulator's host, connected to on loopback), so the absolute URLs it answers with are followed as they are."""
+The API is called at the emulator's URL for it, which the deploy also gives the functions (the template's
+FhirBaseUrl), so the absolute URLs it answers with (Content-Location, the manifest's request) are followed as
+they are."""
 
 from __future__ import annotations
 
 import json
-import re
 import time
 import urllib.request
 from http.client import HTTPConnection
@@ -27,7 +27,7 @@ TYPES = {"Patient": "patient", "Encounter": "medical_record", "MedicationRequest
 
 def call(method: str, url: str, bearer: str | None = None, body: dict | None = None,
          headers: dict | None = None) -> tuple[int, dict[str, str], str]:
-    """An HTTP request to the emulator: an execute-api host name is reached on loopback, as DNS would on AWS."""
+    """An HTTP request to the emulator, on loopback."""
     parts = urlsplit(url)
     connection = HTTPConnection("127.0.0.1", parts.port, timeout=60)
     all_headers = {"Host": parts.netloc, **(headers or {})}
@@ -47,11 +47,8 @@ def call(method: str, url: str, bearer: str | None = None, body: dict | None = N
 
 @pytest.fixture(scope="module")
 def fhir_base(deployed):
-    """https://{apiId}.execute-api.<host>/api/fhir/R4, on the emulator's port."""
-    match = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/restapis/([^/]+)/api/_user_request_", deployed["api_url"])
-    assert match, deployed["api_url"]
-    port, api_id = match.groups()
-    return f"http://{api_id}.execute-api.127.0.0.1:{port}/api/fhir/R4"
+    """The FHIR API's base in the emulator: /restapis/<id>/api/_user_request_/fhir/R4."""
+    return f"{deployed['api_url']}/fhir/R4"
 
 
 @pytest.fixture(scope="module")
