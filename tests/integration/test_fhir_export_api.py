@@ -19,6 +19,7 @@ from chalicelib.api.dependencies import database
 from chalicelib.domain import export as export_domain
 from chalicelib.export.aws import S3ExportFiles
 from chalicelib.export.worker import ExportWorker
+from tests.export_support import RecordingRunner
 from tests.helpers import Api, patient_body, prescription_body, record_body
 from tests.integration.test_fhir_export_worker import emulator_s3, fhir_model
 
@@ -26,20 +27,6 @@ pytestmark = pytest.mark.integration
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 
 
-class SteppedRunner:
-    """Records the runs it is asked to start; the test runs their steps when it wants them to run."""
-
-    def __init__(self) -> None:
-        self.started: list[int] = []
-        self.stopped: list[str] = []
-
-    def start(self, job_id: int, resource_types) -> str:
-        assert list(resource_types)
-        self.started.append(job_id)
-        return f"arn:aws:states:us-east-1:000000000000:execution:bulk-export:export-{job_id}"
-
-    def stop(self, handle: str) -> None:
-        self.stopped.append(handle)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +38,7 @@ def s3(tmp_path_factory):
 @pytest.fixture
 def exports(client, s3, monkeypatch):
     client_s3, bucket = s3
-    runner = SteppedRunner()
+    runner = RecordingRunner()
     files = S3ExportFiles(bucket, client_s3)
     service = export_domain.ExportService(database(), lambda: runner, lambda: files)
     monkeypatch.setattr(fhir_export, "export_service", lambda: service)
@@ -249,7 +236,7 @@ def test_without_a_runner_the_kick_off_says_where_exports_run(client, admin, mon
     assert "make up" in issues[0]["diagnostics"]
 
 
-class RefusingRunner(SteppedRunner):
+class RefusingRunner(RecordingRunner):
     def start(self, job_id: int, resource_types) -> str:
         raise ConnectionError("Step Functions could not be reached")
 
@@ -263,7 +250,7 @@ def test_a_run_that_cannot_start_or_that_fails_is_reported_as_such(client, admin
     issues = outcome(refused, 503)
     assert "kick it off again" in issues[0]["diagnostics"] and int(refused.headers["retry-after"]) > 0
     # A run that ends in failure (the state machine's MarkFailed): its status URL says so, as an OperationOutcome.
-    runner = SteppedRunner()
+    runner = RecordingRunner()
     monkeypatch.setattr(fhir_export, "export_service",
                         lambda: export_domain.ExportService(database(), lambda: runner, lambda: files))
     job_id = job_id_of(api.get("/fhir/R4/$export?_type=Encounter", headers=ASYNC))

@@ -21,6 +21,7 @@ from chalicelib.export.aws import S3ExportFiles
 from chalicelib.export.worker import ExportWorker
 from chalicelib.repositories import export_jobs
 from pipeline import generate as gen
+from tests.export_support import RecordingRunner
 from tools import stack
 from tools.pgcluster import free_port
 
@@ -273,18 +274,6 @@ def test_a_cancelled_job_writes_nothing_more_and_its_files_are_deleted(db, owner
     assert listed == []
 
 
-class RecordingRunner:
-    def __init__(self) -> None:
-        self.started: list[int] = []
-        self.stopped: list[str] = []
-
-    def start(self, job_id: int, resource_types) -> str:
-        assert list(resource_types)
-        self.started.append(job_id)
-        return f"arn:aws:states:us-east-1:000000000000:execution:bulk-export:export-{job_id}"
-
-    def stop(self, handle: str) -> None:
-        self.stopped.append(handle)
 
 
 def test_the_worker_streams_through_a_server_side_cursor(db, owner, s3):

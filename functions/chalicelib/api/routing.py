@@ -204,22 +204,32 @@ class HttpRequest:
                 raise ValidationFailed("the request body is not valid JSON") from None
             raise ValidationFailed("the request body is invalid", field_errors(exc)) from None
 
-    def page(self, max_limit: int = MAX_PAGE_SIZE, default_limit: int = DEFAULT_PAGE_SIZE) -> PageRequest:
+    def page(
+        self,
+        max_limit: int = MAX_PAGE_SIZE,
+        default_limit: int = DEFAULT_PAGE_SIZE,
+        *,
+        limit_param: str = "limit",
+        cursor_param: str = "cursor",
+        decode: Callable[[str], int | None] | None = None,
+    ) -> PageRequest:
+        """The page asked for: a size (``limit_param``) and the cursor a previous page gave (``cursor_param``,
+        read by ``decode``; /v1's opaque cursors by default)."""
         errors = []
-        raw_limit = self.query.get("limit")
+        raw_limit = self.query.get(limit_param)
         limit = default_limit
         if raw_limit is not None:
             value = ascii_int(raw_limit)
             if value is None or not 1 <= value <= max_limit:
-                errors.append(FieldError("limit", f"must be an integer from 1 to {max_limit}"))
+                errors.append(FieldError(limit_param, f"must be an integer from 1 to {max_limit}"))
             else:
                 limit = value
         after = None
-        cursor = self.query.get("cursor")
+        cursor = self.query.get(cursor_param)
         if cursor is not None:
-            after = decode_cursor(cursor)
+            after = (decode or decode_cursor)(cursor)
             if after is None:
-                errors.append(FieldError("cursor", "is not a cursor this API issued"))
+                errors.append(FieldError(cursor_param, "is not a cursor this API issued"))
         if errors:
             raise ValidationFailed("invalid query parameters", errors)
         return PageRequest(after=after, limit=limit)

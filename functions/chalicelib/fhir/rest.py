@@ -30,7 +30,7 @@ from chalicelib.api.fhir import (
 )
 from chalicelib.api.routing import MAX_ID, HttpRequest, ascii_int
 from chalicelib.domain.errors import FieldError, Gone, NotFound, ValidationFailed
-from chalicelib.domain.services import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Page, PageRequest, ResourceService
+from chalicelib.domain.services import Page, PageRequest, ResourceService
 from chalicelib.fhir import mapping
 from chalicelib.repositories.tables import PATIENT
 
@@ -88,25 +88,14 @@ def _link(base: str, path: str, params: Sequence[tuple[str, Any]]) -> str:
 # --- parameters --------------------------------------------------------------------------------------------
 
 
+def _key_cursor(raw: str) -> int | None:
+    """A FHIR page's ``_cursor``: the last key of the page before (a bigint at most)."""
+    after = ascii_int(raw)
+    return None if after is None else min(after, MAX_ID)
+
+
 def _page(request: HttpRequest) -> PageRequest:
-    errors = []
-    limit = DEFAULT_PAGE_SIZE
-    raw = request.query.get("_count")
-    if raw is not None:
-        value = ascii_int(raw)
-        if value is None or not 1 <= value <= MAX_PAGE_SIZE:
-            errors.append(FieldError("_count", f"must be an integer from 1 to {MAX_PAGE_SIZE}"))
-        else:
-            limit = value
-    after = None
-    cursor = request.query.get("_cursor")
-    if cursor is not None:
-        after = ascii_int(cursor)
-        if after is None:
-            errors.append(FieldError("_cursor", "is not a cursor this server issued"))
-    if errors:
-        raise ValidationFailed("invalid query parameters", errors)
-    return PageRequest(after=None if after is None else min(after, MAX_ID), limit=limit)
+    return request.page(limit_param="_count", cursor_param="_cursor", decode=_key_cursor)
 
 
 def _id(request: HttpRequest, name: str = "id") -> int:
