@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import os
-import secrets
 import subprocess
 import sys
 import threading
@@ -203,18 +202,11 @@ def measure_size(cluster: Any, prescriptions: int, seed: int, endpoint: str, buc
 
     from chalicelib.db import Database
     from chalicelib.domain import export
-    from chalicelib.migrations import migrate
     from chalicelib.repositories import export_jobs
     from pipeline.generate import generate
-    from tools.cli import create_login
+    from tools.provisioning import database_with_api_login
 
-    name = f"app_{prescriptions}"
-    cluster.create_database(name)
-    owner_url = cluster.url(name)
-    migrate(owner_url)
-    password = secrets.token_urlsafe(16)
-    create_login(owner_url, f"bench_api_{prescriptions}", password, "medical_api")
-    api_url = cluster.url(name, user=f"bench_api_{prescriptions}", password=password)
+    owner_url, api_url = database_with_api_login(cluster, f"app_{prescriptions}", f"bench_api_{prescriptions}")
     patients = max(1, round(prescriptions / 5))
     log(f"{prescriptions:,} prescriptions: generating {patients:,} patients ...")
     conn = psycopg2.connect(owner_url)

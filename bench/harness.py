@@ -44,14 +44,6 @@ def write_report(output_dir: Path, name: str, report: dict[str, Any], markdown: 
 def app_database(cluster: Any, api_user: str = API_USER) -> tuple[str, str]:
     """Database ``app`` on ``cluster``, migrated, with a least-privilege API login as deployed:
     (owner URL, API URL)."""
-    import secrets
+    from tools.provisioning import database_with_api_login
 
-    from chalicelib.migrations import migrate
-    from tools.cli import create_login
-
-    cluster.create_database("app")
-    owner_url = cluster.url("app")
-    migrate(owner_url)
-    password = secrets.token_urlsafe(16)
-    create_login(owner_url, api_user, password, "medical_api")
-    return owner_url, cluster.url("app", user=api_user, password=password)
+    return database_with_api_login(cluster, "app", api_user)

@@ -59,15 +59,9 @@ def pg_cluster():
 @pytest.fixture(scope="session")
 def database(pg_cluster):
     """A migrated ``app`` database; returns (owner_url, api_url)."""
-    from chalicelib.migrations import migrate
-    from tools.cli import create_login
+    from tools.provisioning import database_with_api_login
 
-    pg_cluster.create_database("app")
-    owner_url = pg_cluster.url("app")
-    migrate(owner_url)
-    password = secrets.token_urlsafe(16)
-    create_login(owner_url, API_USER, password, "medical_api")
-    api_url = pg_cluster.url("app", user=API_USER, password=password)
+    owner_url, api_url = database_with_api_login(pg_cluster, "app", API_USER)
     os.environ["DATABASE_URL"] = api_url
     reset_caches()
     return owner_url, api_url

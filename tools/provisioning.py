@@ -48,6 +48,19 @@ def create_logins_from_urls(admin_url: str, logins: Iterable[tuple[str | None, s
             create_login(admin_url, unquote(parts.username or ""), unquote(parts.password or ""), role)
 
 
+def database_with_api_login(cluster, name: str, api_user: str) -> tuple[str, str]:
+    """A new database ``name`` on ``cluster`` (tools.pgcluster), migrated, with a least-privilege API login
+    as deployed: (owner URL, API URL). For tests and benchmarks."""
+    import secrets
+
+    cluster.create_database(name)
+    owner_url = cluster.url(name)
+    migrate_application(owner_url)
+    password = secrets.token_urlsafe(16)
+    create_login(owner_url, api_user, password, API_ROLE)
+    return owner_url, cluster.url(name, user=api_user, password=password)
+
+
 def migrate_application(owner_url: str) -> list[str]:
     from chalicelib.migrations import migrate
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import uuid
 from datetime import datetime
 
@@ -71,19 +70,13 @@ def s3(tmp_path_factory):
 @pytest.fixture(scope="module")
 def export_db(pg_cluster):
     """A database of its own (so counts are this module's), migrated, with the API's login."""
-    from chalicelib.migrations import migrate
-    from tools.cli import create_login
+    from tools.provisioning import database_with_api_login
 
     name = f"export_{uuid.uuid4().hex[:8]}"
-    pg_cluster.create_database(name)
-    owner_url = pg_cluster.url(name)
-    migrate(owner_url)
-    password = secrets.token_urlsafe(16)
-    create_login(owner_url, f"{name}_api", password, "medical_api")
+    owner_url, api_url = database_with_api_login(pg_cluster, name, f"{name}_api")
     conn = psycopg2.connect(owner_url)
     gen.generate(conn, 60, 2.0, 2.0, seed=7, progress=False)
     conn.close()
-    api_url = pg_cluster.url(name, user=f"{name}_api", password=password)
     return owner_url, api_url
 
 

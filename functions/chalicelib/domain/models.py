@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
     ValidationInfo,
     create_model,
     field_validator,
@@ -183,10 +184,8 @@ class ApiModel(BaseModel):
 
 # --- patients -------------------------------------------------------------------------------------
 
-def rule_error(field: str, message: str) -> ValueError:
+def rule_error(field: str, message: str) -> ValidationError:
     """A rule across fields (raised from a model validator), reported on the field a client has to change."""
-    from pydantic import ValidationError
-
     detail = InitErrorDetails(type=PydanticCustomError("rule", message), loc=(field,), input=None)
     return ValidationError.from_exception_data("rule", [detail])
 

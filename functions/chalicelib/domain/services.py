@@ -82,6 +82,14 @@ class Created:
     replayed: bool
 
 
+def _one_page(rows: list[Any], limit: int, key: Callable[[Any], int]) -> tuple[list[Any], int | None]:
+    """A page of ``rows`` (read with one row more than ``limit``) and where the next one starts, if any."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, key(rows[-1])
+
+
 @dataclass(frozen=True)
 class Owned:
     """A resource (or a kept version) with the patient it belongs to, for surfaces that name the patient."""
@@ -235,13 +243,11 @@ class ResourceService:
         readable once deleted too (the history outlives the row)."""
         with self._unit(caller, "read_history", self.resource, key) as (tx, note):
             row = self._get_checked(tx, caller, note, key, write=False)
-            versions = self.history_repository.list(
+            kept = self.history_repository.list(
                 tx, key, after=page.after, limit=page.limit + 1, newest_first=newest_first
             )
-            has_more = len(versions) > page.limit
-            versions = versions[: page.limit]
-            items = [self._version(v) for v in versions]
-            return Page(items, versions[-1].version if has_more else None, [row.patient_id] * len(items))
+            versions, next_after = _one_page(kept, page.limit, lambda v: v.version)
+            return Page([self._version(v) for v in versions], next_after, [row.patient_id] * len(versions))
 
     def version(self, caller: Caller, key: int, version: int) -> Any:
         return self.version_owned(caller, key, version).resource
@@ -280,14 +286,17 @@ class ResourceService:
                 _live(parent_row, self.parent.resource, parent_key)
                 conditions.append((self.table.parent_key, parent_key))
                 visibility = None  # decided above, for the one patient the parent belongs to
-            rows = self.repository.list_live(
-                tx, conditions=conditions, after=page.after, limit=page.limit + 1, visibility=visibility
+            rows, next_after = self._live_page(
+                self.repository.list_live(
+                    tx, conditions=conditions, after=page.after, limit=page.limit + 1, visibility=visibility
+                ),
+                page,
             )
-            has_more = len(rows) > page.limit
-            rows = rows[: page.limit]
             note.patient_ids.extend(r.patient_id for r in rows)
-            next_after = rows[-1].values[self.table.key] if has_more else None
             return Page([self.to_model(r) for r in rows], next_after, [r.patient_id for r in rows])
+
+    def _live_page(self, rows: list[StoredRow], page: PageRequest) -> tuple[list[StoredRow], int | None]:
+        return _one_page(rows, page.limit, lambda r: r.values[self.table.key])
 
     def list_for_patient(self, caller: Caller, patient_id: int, page: PageRequest) -> Page:
         """A page of the live rows of one patient (a visit's prescriptions across all their visits, say),
@@ -298,12 +307,12 @@ class ResourceService:
         with self._unit(caller, "list", f"{owner.resource}.{self.resource}", patient_id) as (tx, note):
             row = owner._get_checked(tx, caller, note, patient_id, write=False)
             _live(row, owner.resource, patient_id)
-            rows = self.repository.list_live(
-                tx, after=page.after, limit=page.limit + 1, visibility=access.Visibility(patient_id=patient_id)
+            rows, next_after = self._live_page(
+                self.repository.list_live(
+                    tx, after=page.after, limit=page.limit + 1, visibility=access.Visibility(patient_id=patient_id)
+                ),
+                page,
             )
-            has_more = len(rows) > page.limit
-            rows = rows[: page.limit]
-            next_after = rows[-1].values[self.table.key] if has_more else None
             return Page([self.to_model(r) for r in rows], next_after, [r.patient_id for r in rows])
 
     # -- writes ---------------------------------------------------------------------------------
@@ -513,11 +522,11 @@ class PatientService(ResourceService):
         with self._unit(caller, "read", "access_log", patient_id) as (tx, note):
             _found(patients.get(tx, patient_id), self.resource, patient_id, note)
             access.may_read_access_log(caller, patient_id, not_found=_missing(self.resource, patient_id))
-            events = audit.for_patient(tx, patient_id, before=page.after, limit=page.limit + 1)
-            has_more = len(events) > page.limit
-            events = events[: page.limit]
-            items = [models.AuditEvent.model_construct(**e) for e in events]
-            return Page(items, events[-1]["audit_event_id"] if has_more else None)
+            events, next_after = _one_page(
+                audit.for_patient(tx, patient_id, before=page.after, limit=page.limit + 1),
+                page.limit, lambda e: e["audit_event_id"],
+            )
+            return Page([models.AuditEvent.model_construct(**e) for e in events], next_after)
 
 
 class MedicalRecordService(ResourceService):
@@ -545,11 +554,11 @@ class CareTeamService:
         """Every membership, active and revoked (the history of who could see the patient)."""
         with self._unit(caller, "read", "care_team", patient_id) as (tx, note):
             self._patient(tx, caller, note, patient_id)
-            rows = care_team.for_patient(tx, patient_id, after=page.after, limit=page.limit + 1)
-            has_more = len(rows) > page.limit
-            rows = rows[: page.limit]
-            items = [models.CareTeamMember.model_construct(**r) for r in rows]
-            return Page(items, rows[-1]["care_team_member_id"] if has_more else None)
+            rows, next_after = _one_page(
+                care_team.for_patient(tx, patient_id, after=page.after, limit=page.limit + 1),
+                page.limit, lambda r: r["care_team_member_id"],
+            )
+            return Page([models.CareTeamMember.model_construct(**r) for r in rows], next_after)
 
     def grant(self, caller: Caller, patient_id: int, member_sub: str, role: str) -> tuple[Any, bool]:
         """Put ``member_sub`` on the team with ``role``; (member, created). A new role is a new grant."""
@@ -586,13 +595,13 @@ class AuditReviewService:
         with self._unit(caller, "list", "break_glass_access") as (tx, note):
             access.must_be_admin(caller, "reviewing break-the-glass accesses")
             # UTC before it reaches the database: RFC 3339 allows offsets PostgreSQL does not (e.g. -20:43).
-            events = audit.break_glass_since(tx, since.astimezone(UTC), after=page.after, limit=page.limit + 1)
-            has_more = len(events) > page.limit
-            events = events[: page.limit]
+            events, next_after = _one_page(
+                audit.break_glass_since(tx, since.astimezone(UTC), after=page.after, limit=page.limit + 1),
+                page.limit, lambda e: e["audit_event_id"],
+            )
             for e in events:
                 note.patient_ids.extend(e["patient_ids"])
-            items = [models.AuditEvent.model_construct(**e) for e in events]
-            return Page(items, events[-1]["audit_event_id"] if has_more else None)
+            return Page([models.AuditEvent.model_construct(**e) for e in events], next_after)
 
     def refuse(self, caller: Caller, action: str, resource_type: str, resource_id: int | None, reason: str) -> None:
         """Refuse a request before it reaches any data (a token without the route's scope): audited, then raised."""
