@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from chalicelib.domain import export
+from chalicelib.domain import export_terms
 from chalicelib.export.worker import object_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def test_the_bucket_is_private_encrypted_and_its_files_expire(template):
     assert rule["Status"] == "Enabled" and object_key(1, "Patient", 1).startswith(rule["Prefix"])
     assert rule["ExpirationInDays"] == {"Ref": "ExportRetentionDays"}
     assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
-    assert template["Parameters"]["ExportRetentionDays"]["Default"] == export.RETENTION_DAYS
+    assert template["Parameters"]["ExportRetentionDays"]["Default"] == export_terms.RETENTION_DAYS
     # Only over TLS.
     [deny] = template["Resources"]["ExportBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert template["Resources"]["ExportBucketPolicy"]["Properties"]["Bucket"] == {"Ref": "ExportBucket"}
@@ -68,7 +68,7 @@ def test_the_state_machine_runs_the_worker_and_is_well_formed(template):
     # failure after the retries marks the job failed.
     assert {t["Parameters"]["Payload"]["action"] for t in tasks.values()} == {"export", "finish", "fail"}
     types = definition["States"]["ExportTypes"]
-    assert types["Type"] == "Map" and types["MaxConcurrency"] == len(export.RESOURCE_TYPES)
+    assert types["Type"] == "Map" and types["MaxConcurrency"] == len(export_terms.RESOURCE_TYPES)
     assert tasks["ExportStep"]["Parameters"]["Payload"]["resourceType.$"] == "$.resourceType"
     assert types["Catch"][0]["Next"] == "MarkFailed"
     assert "CausePath" not in definition["States"]["ExportFailed"]  # a fixed cause, no error text in the output

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chalicelib.domain import export
+from chalicelib.domain import export, export_terms
 from chalicelib.domain.errors import ValidationFailed
 from chalicelib.export.worker import object_key
 from chalicelib.repositories.export_jobs import ExportJob
@@ -82,12 +82,12 @@ def test_the_same_request_has_the_same_fingerprint_whatever_its_spelling():
     b = parse({"_type": "Patient,Encounter", "_since": "2026-11-01T00:00:00Z"}, key="k")
     assert a.fingerprint == b.fingerprint
     assert parse({}).fingerprint != a.fingerprint
-    patient_level = export.parse_request(export.LEVEL_PATIENT, {}, "respond-async", None, now=NOW)
+    patient_level = export.parse_request(export_terms.LEVEL_PATIENT, {}, "respond-async", None, now=NOW)
     assert patient_level.fingerprint != parse({}).fingerprint
 
 
 def test_the_manifest_request_is_rebuilt_from_the_job():
-    job = ExportJob(7, "admin", export.LEVEL_PATIENT, ("Patient",), datetime(2026, 11, 1, tzinfo=UTC), NOW,
+    job = ExportJob(7, "admin", export_terms.LEVEL_PATIENT, ("Patient",), datetime(2026, 11, 1, tzinfo=UTC), NOW,
                     "completed", None, None)
     assert export.request_url("https://api.example/fhir/R4", job) == (
         "https://api.example/fhir/R4/Patient/$export?_type=Patient&_since=2026-11-01T00:00:00Z")
@@ -101,3 +101,22 @@ def test_the_manifest_shape():
                                   "requiresAccessToken": False,
                                   "output": [{"type": "Patient", "url": "https://x", "count": 3}], "error": []}
     assert object_key(7, "Patient", 2) == "exports/7/Patient-2.ndjson"
+
+
+def test_the_export_rules_load_with_the_first_export_request_not_at_start():
+    """The API declares the export's routes at import from its terms alone; its rules, job repository, worker
+    and AWS adapters load with the first export request."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    functions = Path(__file__).resolve().parents[2] / "functions"
+    script = (
+        "import sys, app; deferred = ('chalicelib.domain.export', 'chalicelib.repositories.export_jobs'); "
+        "print(sorted(m for m in sys.modules if m in deferred or m.startswith('chalicelib.export')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=functions,
+        env={"PYTHONPATH": str(functions), "JWT_SECRET": "x" * 48, "AWS_DEFAULT_REGION": "us-east-1"},
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -20,7 +20,7 @@ from chalice import Response
 
 from chalicelib.api import fhir
 from chalicelib.api.routing import JSON, HttpRequest, QueryParam, RouteTable
-from chalicelib.domain import export
+from chalicelib.domain import export_terms as terms
 from chalicelib.domain.errors import DomainError
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ _MANIFEST = {
         "requiresAccessToken": {"type": "boolean"},
         "output": {"type": "array", "items": {
             "type": "object", "required": ["type", "url", "count"],
-            "properties": {"type": {"type": "string", "enum": list(export.RESOURCE_TYPES)},
+            "properties": {"type": {"type": "string", "enum": list(terms.RESOURCE_TYPES)},
                            "url": {"type": "string"}, "count": {"type": "integer", "minimum": 0}},
         }},
         "error": {"type": "array"},
@@ -50,9 +50,10 @@ _MANIFEST = {
 @lru_cache(maxsize=1)
 def export_service() -> ExportService:
     from chalicelib.api.dependencies import database
+    from chalicelib.domain.export import ExportService
     from chalicelib.export.aws import configured_files, configured_runner
 
-    return export.ExportService(database(), configured_runner, configured_files)
+    return ExportService(database(), configured_runner, configured_files)
 
 
 def _fhir_base(request: HttpRequest) -> str:
@@ -64,10 +65,12 @@ def _fhir_base(request: HttpRequest) -> str:
 
 
 def _kick_off(request: HttpRequest, level: str) -> Response:
-    asked = export.parse_request(level, request.query, request.headers.get("prefer"), request.idempotency_key())
+    from chalicelib.domain.export import parse_request  # the export's rules load with its first request
+
+    asked = parse_request(level, request.query, request.headers.get("prefer"), request.idempotency_key())
     try:
         accepted = export_service().kick_off(request.caller, asked)
-    except export.ExportNotConfigured as exc:
+    except terms.ExportNotConfigured as exc:
         return render_error(exc)
     headers = {"Content-Location": f"{_fhir_base(request)}{STATUS_SEGMENT}/{accepted.job_id}"}
     if accepted.replayed:
@@ -76,21 +79,21 @@ def _kick_off(request: HttpRequest, level: str) -> Response:
 
 
 def fhir_export_system(request: HttpRequest) -> Response:
-    return _kick_off(request, export.LEVEL_SYSTEM)
+    return _kick_off(request, terms.LEVEL_SYSTEM)
 
 
 def fhir_export_patients(request: HttpRequest) -> Response:
-    return _kick_off(request, export.LEVEL_PATIENT)
+    return _kick_off(request, terms.LEVEL_PATIENT)
 
 
 # The kick-off's query parameters (fhir.py refuses any other before the handler runs).
 EXPORT_QUERY = (
-    QueryParam("_outputFormat", {"type": "string", "enum": list(export.OUTPUT_FORMATS)},
+    QueryParam("_outputFormat", {"type": "string", "enum": list(terms.OUTPUT_FORMATS)},
                "the files' format: NDJSON (the default, and the only one)"),
     QueryParam("_since", {"type": "string", "format": "date-time"},
                "a FHIR instant: only resources changed after it (by their last update)"),
     QueryParam("_type", {"type": "string", "pattern": "^[A-Za-z]+(,[A-Za-z]+)*$"},
-               f"comma-separated subset of {', '.join(export.RESOURCE_TYPES)} (default: all)"),
+               f"comma-separated subset of {', '.join(terms.RESOURCE_TYPES)} (default: all)"),
 )
 fhir.SYSTEM_OPERATIONS["$export"] = fhir.Operation(
     "$export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export", fhir_export_system, EXPORT_QUERY)
@@ -103,9 +106,9 @@ def render_error(error: DomainError) -> Response:
     """An OperationOutcome, as on the whole FHIR API; with the export's own two statuses."""
     from chalicelib.fhir import mapping
 
-    if isinstance(error, export.ExportNotConfigured):
+    if isinstance(error, terms.ExportNotConfigured):
         return fhir.fhir_response(mapping.operation_outcome(501, error.detail), 501)
-    if isinstance(error, export.ExportFailed):
+    if isinstance(error, terms.ExportFailed):
         return fhir.fhir_response(mapping.operation_outcome(500, error.detail), 500)
     return fhir.render_error(error)
 
@@ -120,19 +123,21 @@ def render_status_error(error: DomainError) -> Response:
 
 @routes.route("GET", f"{STATUS_PATH}/{{jobId}}", tag="fhir", scope="admin", path_schemas=_JOB_ID,
               summary="A bulk export job's status: 202 with X-Progress while it runs, then 200 with the manifest "
-                      f"(links valid {export.LINK_SECONDS} s; read it again for fresh ones)",
+                      f"(links valid {terms.LINK_SECONDS} s; read it again for fresh ones)",
               response_schema=_MANIFEST, errors=(403, 404, 500, 501), error_renderer=render_status_error,
               error_schema="OperationOutcome",
               bodiless={202: ("the job runs: how far in X-Progress, when to ask again in Retry-After (no body)",
                               ("X-Progress", "Retry-After"))})
 def fhir_export_status(request: HttpRequest) -> Response:
     result = export_service().status(request.caller, request.path_id("jobId"), _fhir_base(request))
-    if isinstance(result, export.Running):
+    from chalicelib.domain.export import Running
+
+    if isinstance(result, Running):
         return Response(body="", status_code=202, headers={
-            "X-Progress": result.progress, "Retry-After": str(export.POLL_AFTER_SECONDS)})
+            "X-Progress": result.progress, "Retry-After": str(terms.POLL_AFTER_SECONDS)})
     from email.utils import format_datetime  # here: it loads the socket and locale modules, not for a cold start
 
-    expires = datetime.now(UTC) + timedelta(seconds=export.LINK_SECONDS)
+    expires = datetime.now(UTC) + timedelta(seconds=terms.LINK_SECONDS)
     return Response(body=json.dumps(result.as_json(), separators=(",", ":")), status_code=200,
                     headers={"Content-Type": JSON, "Expires": format_datetime(expires, usegmt=True)})
 

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chalicelib.domain import access
 from chalicelib.domain.access import Caller
 from chalicelib.domain.errors import (
-    DomainError,
     FieldError,
     Forbidden,
     IdempotencyKeyReused,
@@ -30,42 +29,24 @@ from chalicelib.domain.errors import (
     Unavailable,
     ValidationFailed,
 )
+from chalicelib.domain.export_terms import (  # the terms the routes declare; here, the rules that apply them
+    LEVEL_SYSTEM,
+    LINK_SECONDS,
+    NDJSON,
+    OUTPUT_FORMATS,
+    RESOURCE_TYPES,
+    SUPPORTED_PARAMETERS,
+    ExportFailed,
+    ExportNotConfigured,
+)
 from chalicelib.repositories import audit, export_jobs
 from chalicelib.repositories.export_jobs import ExportJob
 
 if TYPE_CHECKING:
     from chalicelib.db import Database
 
-# --- one definition of each fact of the export (the template's parameters are checked against these) ---
-RESOURCE_TYPES = ("Patient", "Encounter", "MedicationRequest")
-NDJSON = "application/fhir+ndjson"
-# What `_outputFormat` may say: the IG's media type and its two abbreviations; the files are always NDJSON.
-OUTPUT_FORMATS = (NDJSON, "application/ndjson", "ndjson")
-SUPPORTED_PARAMETERS = ("_outputFormat", "_since", "_type")
-# A download link works this long after the manifest that carries it was read; read the manifest again
-# for fresh links (requiresAccessToken is false: the link itself is the short-lived credential).
-LINK_SECONDS = 600
-# A job's files are deleted this long after they were written (the bucket's lifecycle rule,
-# template parameter ExportRetentionDays, defaults to this).
-RETENTION_DAYS = 1
-# What a client polling a running job is asked to wait between polls.
-POLL_AFTER_SECONDS = 5
-# A file holds at most this many resources; a larger type is split into numbered parts.
-FILE_MAX_RESOURCES = 250_000
-
-LEVEL_SYSTEM = "system"    # GET /fhir/R4/$export
-LEVEL_PATIENT = "patient"  # GET /fhir/R4/Patient/$export: every patient's compartment
-
 # A FHIR instant: a date and time to the second at least, with a time zone.
 _INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})")
-
-
-class ExportNotConfigured(DomainError):
-    """This deployment has no export runner (no state machine or bucket): `make run` serves no exports."""
-
-
-class ExportFailed(DomainError):
-    """The job ended in failure; the detail is a fixed reason."""
 
 
 # --- ports: what the service needs from the outside (implemented in chalicelib/export/aws.py) ---------

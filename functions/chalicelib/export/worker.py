@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from chalicelib.domain.export import FILE_MAX_RESOURCES
+from chalicelib.domain.export_terms import FILE_MAX_RESOURCES
 from chalicelib.observability import logger
 from chalicelib.repositories import export_jobs
 
